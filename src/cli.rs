@@ -1,0 +1,62 @@
+//! Command-line definitions (clap). Also used to generate the man page and
+//! shell completions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kvsync",
+    version,
+    about = "Keep files in step with Azure Key Vault secrets and certificates, using the host's managed identity",
+    long_about = None
+)]
+pub struct Cli {
+    /// Log format on stderr (overrides `[agent] log_format`).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Config file [default: $KVSYNC_CONFIG, else /etc/kvsync/kvsync.toml]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Daemon: sync now, then keep in sync (schedule, SIGHUP, config edits)
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// One sync round, then exit
+    Once {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Fetch and render, write nothing, run no hook; print what would change
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Validate config and templates offline
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show the identity in use, token claims and instance metadata (never the token)
+    Whoami {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}

@@ -1,0 +1,1 @@
+//! `kvsync once`: one sync round, then exit.

@@ -1,0 +1,123 @@
+//! Identity: obtain OAuth access tokens for Key Vault from the host's managed
+//! identity. Sources: Azure Arc HIMDS ([`arc`]), later Azure IMDS and
+//! Kubernetes workload identity. Tokens are held in memory only
+//! ([`cache::TokenCache`]), reused until shortly before expiry, and never
+//! logged: [`AccessToken`] prints as `[REDACTED]`.
+
+pub mod arc;
+pub mod audience;
+pub mod cache;
+pub mod claims;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use secrecy::SecretString;
+
+use crate::config::{AuthConfig, AuthMethod};
+use crate::env::Env;
+
+/// A bearer token and when it expires.
+#[derive(Clone)]
+pub struct AccessToken {
+    pub token: SecretString,
+    pub expires_on: SystemTime,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token", &"[REDACTED]")
+            .field("expires_on", &self.expires_on)
+            .finish()
+    }
+}
+
+/// What `whoami` and error messages say about a source.
+#[derive(Clone, Debug)]
+pub struct SourceInfo {
+    /// "arc", "imds", "workload-identity".
+    pub kind: &'static str,
+    /// The token endpoint (no secrets in it).
+    pub endpoint: String,
+}
+
+#[async_trait::async_trait]
+pub trait TokenSource: Send + Sync {
+    /// Request a fresh token for `audience` (e.g. `https://vault.azure.net`,
+    /// without `/.default`). Not cached: see [`cache::TokenCache`].
+    async fn fetch(&self, audience: &str) -> Result<AccessToken, IdentityError>;
+    fn info(&self) -> SourceInfo;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The Arc challenge named a file kvsync refuses to read.
+    #[error(
+        "refusing the Azure Arc challenge file {path}: {reason}; a local process may be impersonating the Arc agent (HIMDS) on {endpoint}"
+    )]
+    ChallengeRefused {
+        path: String,
+        reason: String,
+        endpoint: String,
+    },
+    #[error(
+        "permission denied reading the Azure Arc challenge file {path}: run kvsync as root or add its service user to the `himds` group"
+    )]
+    ChallengePermission { path: String },
+    #[error(
+        "cannot connect to the Azure Arc agent at {endpoint}: the Arc agent (himds service) is not running ({detail})"
+    )]
+    ArcNotRunning { endpoint: String, detail: String },
+    #[error("identity endpoint {endpoint} is unreachable: {detail}")]
+    Unreachable { endpoint: String, detail: String },
+    #[error("identity endpoint {endpoint} answered HTTP {status}{code}: {detail}")]
+    Status {
+        endpoint: String,
+        status: u16,
+        /// ` (error code)` or empty.
+        code: String,
+        detail: String,
+    },
+    #[error("identity endpoint {endpoint} sent a malformed answer: {detail}")]
+    Malformed { endpoint: String, detail: String },
+    #[error("identity configuration: {0}")]
+    Config(String),
+    #[error("no managed identity is usable:\n{0}")]
+    NoneUsable(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl IdentityError {
+    /// Worth retrying later (outage) rather than failing for good.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            IdentityError::ArcNotRunning { .. } | IdentityError::Unreachable { .. } => true,
+            IdentityError::Status { status, .. } => {
+                matches!(*status, 404 | 410 | 429) || *status >= 500
+            }
+            IdentityError::Malformed { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Choose the token source for `auth` on this host.
+pub fn select(
+    auth: &AuthConfig,
+    env: &Env,
+    metadata_http: reqwest::Client,
+    remote_http: reqwest::Client,
+) -> Result<Arc<dyn TokenSource>, IdentityError> {
+    let _ = remote_http;
+    match auth.method {
+        AuthMethod::Arc | AuthMethod::Auto => {
+            let source = arc::ArcSource::from_config(auth, env, metadata_http)?;
+            Ok(Arc::new(source))
+        }
+        other => Err(IdentityError::Config(format!(
+            "auth method {other:?} is not implemented yet"
+        ))),
+    }
+}

@@ -1,0 +1,37 @@
+//! kvsync keeps files on a host in step with secrets and certificates held in
+//! Azure Key Vault, authenticating with the host's managed identity.
+//!
+//! The pipeline, one module per stage:
+//!
+//! ```text
+//! config ──► identity ──► vault ──► render ──► write ──► hooks
+//! (check)    (token)      (fetch)   (bytes)    (atomic)  (on_change)
+//! ```
+//!
+//! [`sync`] runs one round of it. Invariants that hold across stages:
+//!
+//! * Secret values and tokens live in [`secrecy::SecretString`] (or
+//!   [`secret::SecretBytes`]) and never reach a log line, an error message or
+//!   `--dry-run` output.
+//! * A round renders every file before writing any; only [`write`] creates or
+//!   replaces files, atomically, never world-readable while being written.
+//! * Every endpoint (HIMDS, IMDS, the Entra authority, the vault) is taken
+//!   from configuration or the injected [`env::Env`], so tests point each at a
+//!   loopback fake.
+
+pub mod certs;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod env;
+pub mod hooks;
+pub mod http;
+pub mod identity;
+pub mod render;
+pub mod secret;
+pub mod sync;
+pub mod vault;
+pub mod write;
+
+/// Where the README's troubleshooting section lives; appended to errors.
+pub const TROUBLESHOOTING: &str = "see README.md#troubleshooting";

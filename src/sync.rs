@@ -1,0 +1,2 @@
+//! One sync round: fetch every declared secret → render every file → write
+//! the changed ones → run each distinct hook once.
