@@ -111,15 +111,13 @@ impl ArcSource {
     ) -> Result<reqwest::Response, IdentityError> {
         let mut req = self.http.get(url.clone()).header("Metadata", "true");
         if let Some(key) = key {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!(
-                "Basic {}",
-                key.expose_secret()
-            ))
-            .map_err(|_| IdentityError::Malformed {
-                endpoint: self.endpoint_str(),
-                detail: "the challenge key file holds bytes not allowed in an HTTP header"
-                    .to_owned(),
-            })?;
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Basic {}", key.expose_secret()))
+                    .map_err(|_| IdentityError::Malformed {
+                    endpoint: self.endpoint_str(),
+                    detail: "the challenge key file holds bytes not allowed in an HTTP header"
+                        .to_owned(),
+                })?;
             value.set_sensitive(true);
             req = req.header(reqwest::header::AUTHORIZATION, value);
         }
@@ -159,8 +157,7 @@ impl ArcSource {
             .map_err(|_| malformed("the WWW-Authenticate header is not text"))?;
         let path = challenge::parse_realm(header)
             .ok_or_else(|| malformed("the WWW-Authenticate header is not `Basic realm=<path>`"))?;
-        challenge::read_key(&path, &self.token_dir)
-            .map_err(|e| self.challenge_error(&path, e))
+        challenge::read_key(&path, &self.token_dir).map_err(|e| self.challenge_error(&path, e))
     }
 
     fn challenge_error(&self, path: &Path, e: ChallengeError) -> IdentityError {
@@ -263,9 +260,9 @@ fn default_token_dir(_env: &Env) -> Result<PathBuf, IdentityError> {
 
 #[cfg(not(unix))]
 fn default_token_dir(env: &Env) -> Result<PathBuf, IdentityError> {
-    let base = env.var("ProgramData").ok_or_else(|| {
-        IdentityError::Config("Azure Arc: %ProgramData% is not set".to_owned())
-    })?;
+    let base = env
+        .var("ProgramData")
+        .ok_or_else(|| IdentityError::Config("Azure Arc: %ProgramData% is not set".to_owned()))?;
     Ok(PathBuf::from(base).join(WINDOWS_TOKEN_SUBDIR))
 }
 

@@ -7,7 +7,10 @@ use url::Url;
 pub const KNOWN_SUFFIXES: &[(&str, &str)] = &[
     (".vault.azure.net", "https://vault.azure.net"),
     (".vault.azure.cn", "https://vault.azure.cn"),
-    (".vault.usgovcloudapi.net", "https://vault.usgovcloudapi.net"),
+    (
+        ".vault.usgovcloudapi.net",
+        "https://vault.usgovcloudapi.net",
+    ),
     (".managedhsm.azure.net", "https://managedhsm.azure.net"),
 ];
 
@@ -34,9 +37,18 @@ mod tests {
 
     #[test]
     fn each_cloud() {
-        assert_eq!(aud("https://v.vault.azure.net", None).as_deref(), Some("https://vault.azure.net"));
-        assert_eq!(aud("https://V.Vault.Azure.NET/", None).as_deref(), Some("https://vault.azure.net"));
-        assert_eq!(aud("https://v.vault.azure.cn", None).as_deref(), Some("https://vault.azure.cn"));
+        assert_eq!(
+            aud("https://v.vault.azure.net", None).as_deref(),
+            Some("https://vault.azure.net")
+        );
+        assert_eq!(
+            aud("https://V.Vault.Azure.NET/", None).as_deref(),
+            Some("https://vault.azure.net")
+        );
+        assert_eq!(
+            aud("https://v.vault.azure.cn", None).as_deref(),
+            Some("https://vault.azure.cn")
+        );
         assert_eq!(
             aud("https://v.vault.usgovcloudapi.net", None).as_deref(),
             Some("https://vault.usgovcloudapi.net")

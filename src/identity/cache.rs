@@ -164,7 +164,9 @@ mod tests {
     }
 
     fn setup(lifetime: Duration) -> (Arc<Fake>, TokenCache, Arc<Mutex<SystemTime>>) {
-        let now = Arc::new(Mutex::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)));
+        let now = Arc::new(Mutex::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+        ));
         let fake = Arc::new(Fake {
             calls: AtomicUsize::new(0),
             lifetime,
@@ -172,7 +174,8 @@ mod tests {
             fail: false.into(),
         });
         let clock_now = now.clone();
-        let cache = TokenCache::with_clock(fake.clone(), Arc::new(move || *clock_now.lock().unwrap()));
+        let cache =
+            TokenCache::with_clock(fake.clone(), Arc::new(move || *clock_now.lock().unwrap()));
         (fake, cache, now)
     }
 

@@ -155,7 +155,10 @@ mod tests {
         let p = |s: &str| parse_realm(s).map(|p| p.display().to_string());
         assert_eq!(p("Basic realm=/a/b.key").as_deref(), Some("/a/b.key"));
         assert_eq!(p("basic REALM=\"/a/b.key\"").as_deref(), Some("/a/b.key"));
-        assert_eq!(p("  BASIC   realm = /a/b.key ").as_deref(), Some("/a/b.key"));
+        assert_eq!(
+            p("  BASIC   realm = /a/b.key ").as_deref(),
+            Some("/a/b.key")
+        );
         assert_eq!(p("Bearer realm=/a/b.key"), None);
         assert_eq!(p("Basic"), None);
         assert_eq!(p("Basic realm="), None);
@@ -181,7 +184,10 @@ mod tests {
         assert!(read_key(&max, dir.path()).is_ok());
         let big = dir.path().join("big.key");
         write(&big, &[b'k'; 4097]);
-        assert!(matches!(read_key(&big, dir.path()), Err(ChallengeError::Refused(_))));
+        assert!(matches!(
+            read_key(&big, dir.path()),
+            Err(ChallengeError::Refused(_))
+        ));
     }
 
     #[test]
@@ -209,7 +215,10 @@ mod tests {
             let link = sub.join("link.key");
             std::os::unix::fs::symlink(&outside, &link).unwrap();
             assert!(refused(&link));
-            assert!(matches!(read_key(&link, &sub), Err(ChallengeError::Refused(_))));
+            assert!(matches!(
+                read_key(&link, &sub),
+                Err(ChallengeError::Refused(_))
+            ));
         }
     }
 

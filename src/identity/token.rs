@@ -88,8 +88,11 @@ mod tests {
     #[test]
     fn strings_and_numbers_prefer_expires_on() {
         let now = at(1000);
-        let t = parse(br#"{"access_token":"a","expires_on":"5000","expires_in":"10"}"#, now)
-            .unwrap();
+        let t = parse(
+            br#"{"access_token":"a","expires_on":"5000","expires_in":"10"}"#,
+            now,
+        )
+        .unwrap();
         assert_eq!(t.expires_on, at(5000));
         assert_eq!(t.token.expose_secret(), "a");
         let t = parse(br#"{"access_token":"a","expires_on":6000}"#, now).unwrap();
@@ -109,8 +112,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.expires_on, at(1_893_456_000));
-        let t = parse(br#"{"access_token":"a","expires_on":"soon","expires_in":"5"}"#, now)
-            .unwrap();
+        let t = parse(
+            br#"{"access_token":"a","expires_on":"soon","expires_in":"5"}"#,
+            now,
+        )
+        .unwrap();
         assert_eq!(t.expires_on, at(1005));
     }
 
