@@ -31,6 +31,8 @@ pub struct Response {
     /// Raw header lines, name spelled as given.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Wait this long before answering (timeout tests).
+    pub delay: Option<std::time::Duration>,
 }
 
 impl Response {
@@ -39,7 +41,12 @@ impl Response {
             status,
             headers: vec![],
             body: body.into(),
+            delay: None,
         }
+    }
+    pub fn delayed(mut self, d: std::time::Duration) -> Self {
+        self.delay = Some(d);
+        self
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
@@ -82,6 +89,9 @@ impl MockServer {
                         r.len() - 1
                     };
                     let resp = handler(&req, index);
+                    if let Some(d) = resp.delay {
+                        tokio::time::sleep(d).await;
+                    }
                     let mut out = format!("HTTP/1.1 {} X\r\n", resp.status);
                     for (k, v) in &resp.headers {
                         out.push_str(&format!("{k}: {v}\r\n"));
