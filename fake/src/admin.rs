@@ -27,7 +27,10 @@ use crate::store::SecretOptions;
 /// The admin routes (merged into the HIMDS router by the binary).
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/admin/secrets/{name}", put(put_secret).delete(delete_secret))
+        .route(
+            "/admin/secrets/{name}",
+            put(put_secret).delete(delete_secret),
+        )
         .route("/admin/secrets/{name}/{version}/enabled", put(set_enabled))
         .route("/admin/counters", get(counters))
         .route("/admin/counters/reset", post(reset_counters))
@@ -38,7 +41,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn loopback_only(ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
+async fn loopback_only(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
     if peer.ip().is_loopback() {
         next.run(req).await
     } else {
@@ -47,7 +54,11 @@ async fn loopback_only(ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request,
 }
 
 fn bad_request(msg: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": msg.into() }))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "error": msg.into() })),
+    )
+        .into_response()
 }
 
 /// Query of `PUT /admin/secrets/{name}`: optional properties of the version.
@@ -69,7 +80,10 @@ async fn put_secret(
     Query(q): Query<PutQuery>,
     body: String,
 ) -> Response {
-    if name.is_empty() || name.len() > 127 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+    if name.is_empty()
+        || name.len() > 127
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
         return bad_request("secret names are 1-127 characters of 0-9, a-z, A-Z and '-'");
     }
     let tags = q.tags.map(|t| {
@@ -142,7 +156,10 @@ struct FaultBody {
     times: Option<usize>,
 }
 
-async fn push_fault(State(shared): State<Arc<Shared>>, body: Result<axum::Json<FaultBody>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn push_fault(
+    State(shared): State<Arc<Shared>>,
+    body: Result<axum::Json<FaultBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let axum::Json(f) = match body {
         Ok(b) => b,
         Err(e) => return bad_request(e.body_text()),

@@ -82,18 +82,31 @@ pub const HANG_DELAY: Duration = Duration::from_secs(3600);
 impl Fault {
     /// A Key Vault fault with the given status for the next `times` requests.
     pub fn kv(status: u16, times: usize) -> Self {
-        Self { status, times, ..Self::default() }
+        Self {
+            status,
+            times,
+            ..Self::default()
+        }
     }
 
     /// The next `times` requests to `service` never get an answer (until
     /// [`HANG_DELAY`] passes): for client timeout tests.
     pub fn hang(service: Service, times: usize) -> Self {
-        Self { service, status: 503, delay: Some(HANG_DELAY), times, ..Self::default() }
+        Self {
+            service,
+            status: 503,
+            delay: Some(HANG_DELAY),
+            times,
+            ..Self::default()
+        }
     }
 
     fn matches(&self, service: Service, path: &str) -> bool {
         self.service == service
-            && self.path_contains.as_deref().is_none_or(|needle| path.contains(needle))
+            && self
+                .path_contains
+                .as_deref()
+                .is_none_or(|needle| path.contains(needle))
     }
 }
 
@@ -170,15 +183,24 @@ fn fault_response(service: Service, fault: &Fault) -> Response {
     let mut resp = match service {
         Service::KeyVault => {
             let (code, inner) = kv_codes(fault);
-            kv_error(status, &code, "Injected fault (kvsync-fake).", inner.as_deref())
+            kv_error(
+                status,
+                &code,
+                "Injected fault (kvsync-fake).",
+                inner.as_deref(),
+            )
         }
         Service::Himds => {
-            let code = fault.code.clone().unwrap_or_else(|| "server_error".to_owned());
+            let code = fault
+                .code
+                .clone()
+                .unwrap_or_else(|| "server_error".to_owned());
             metadata_error(status, &code, "Injected fault (kvsync-fake).")
         }
     };
     if let Some(secs) = fault.retry_after {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }
@@ -245,8 +267,16 @@ mod tests {
     #[test]
     fn faults_are_consumed_in_order_and_by_match() {
         let mut q = FaultQueue::default();
-        q.push(Fault { path_contains: Some("/secrets/a".into()), status: 404, ..Fault::default() });
-        q.push(Fault { status: 429, times: 2, ..Fault::default() });
+        q.push(Fault {
+            path_contains: Some("/secrets/a".into()),
+            status: 404,
+            ..Fault::default()
+        });
+        q.push(Fault {
+            status: 429,
+            times: 2,
+            ..Fault::default()
+        });
         assert_eq!(q.take(Service::KeyVault, "/secrets/b").unwrap().status, 429);
         assert_eq!(q.take(Service::Himds, "/secrets/a"), None);
         assert_eq!(q.take(Service::KeyVault, "/secrets/a").unwrap().status, 404);
@@ -257,9 +287,19 @@ mod tests {
 
     #[test]
     fn forbidden_reason_becomes_innererror() {
-        let f = Fault { status: 403, code: Some("ForbiddenByRbac".into()), ..Fault::default() };
-        assert_eq!(kv_codes(&f), ("Forbidden".into(), Some("ForbiddenByRbac".into())));
-        let f = Fault { status: 429, ..Fault::default() };
+        let f = Fault {
+            status: 403,
+            code: Some("ForbiddenByRbac".into()),
+            ..Fault::default()
+        };
+        assert_eq!(
+            kv_codes(&f),
+            ("Forbidden".into(), Some("ForbiddenByRbac".into()))
+        );
+        let f = Fault {
+            status: 429,
+            ..Fault::default()
+        };
         assert_eq!(kv_codes(&f), ("Throttled".into(), None));
     }
 }

@@ -43,12 +43,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(TOKEN_PATH, get(arc_token))
         .route("/metadata/instance", get(instance))
         .route("/metadata/instance/compute", get(instance_compute))
-        .layer(axum::middleware::from_fn_with_state((shared.clone(), Service::Himds), guard))
+        .layer(axum::middleware::from_fn_with_state(
+            (shared.clone(), Service::Himds),
+            guard,
+        ))
         .with_state(shared)
 }
 
 /// `Metadata: true` and the required query parameters, as HIMDS checks them.
-fn check_request(headers: &HeaderMap, query: &HashMap<String, String>, required: &[&str]) -> Result<(), Response> {
+fn check_request(
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    required: &[&str],
+) -> Result<(), Response> {
     let metadata_ok = headers
         .get("metadata")
         .and_then(|v| v.to_str().ok())
@@ -83,7 +90,10 @@ async fn arc_token(
     if let Err(resp) = challenge_or_key(&shared, &headers) {
         return resp;
     }
-    let resource = query.get("resource").map(String::as_str).unwrap_or_default();
+    let resource = query
+        .get("resource")
+        .map(String::as_str)
+        .unwrap_or_default();
     issue_token(&shared, resource)
 }
 
@@ -134,7 +144,11 @@ fn challenge(shared: &Shared) -> Response {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot create key file");
-                return metadata_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "cannot create key file");
+                return metadata_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "cannot create key file",
+                );
             }
         },
     };
@@ -167,7 +181,11 @@ fn new_key_file(shared: &Shared) -> std::io::Result<PathBuf> {
 
 /// Writes a new file (never replacing one) readable only by its owner.
 pub fn write_new_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(contents)?;
     file.sync_all()
 }
@@ -177,7 +195,14 @@ pub fn random_guid() -> String {
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 async fn instance(

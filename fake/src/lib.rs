@@ -60,6 +60,10 @@
 //! version is disabled the answer is 403 `Forbidden`/`SecretDisabled`, as on
 //! Azure (it does not fall back to an older enabled version).
 
+// Handlers return early with a ready `Response` as the `Err` of a
+// `Result`; its size does not matter on these cold paths.
+#![allow(clippy::result_large_err)]
+
 mod admin;
 mod faults;
 mod himds;
@@ -142,7 +146,10 @@ impl Emulator {
         let (temp, dir) = match &opts.state_dir {
             Some(d) => (None, d.clone()),
             None => {
-                let t = tempfile::Builder::new().prefix("kvsync-fake-").tempdir().context("creating a temp dir")?;
+                let t = tempfile::Builder::new()
+                    .prefix("kvsync-fake-")
+                    .tempdir()
+                    .context("creating a temp dir")?;
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
@@ -155,16 +162,22 @@ impl Emulator {
             .with_context(|| format!("creating token dir {}", token_dir.display()))?;
         let pki = tls::TestPki::generate()?;
         let ca_file = dir.join("ca.pem");
-        write_public(&ca_file, pki.ca_pem().as_bytes()).with_context(|| format!("writing {}", ca_file.display()))?;
+        write_public(&ca_file, pki.ca_pem().as_bytes())
+            .with_context(|| format!("writing {}", ca_file.display()))?;
 
         // Bind the vault first: its URL is the base of ids and nextLinks.
-        let vault_listener = tokio::net::TcpListener::bind(SocketAddr::new(LOOPBACK, opts.vault_port))
-            .await
-            .with_context(|| format!("binding the Key Vault port {}", opts.vault_port))?;
+        let vault_listener =
+            tokio::net::TcpListener::bind(SocketAddr::new(LOOPBACK, opts.vault_port))
+                .await
+                .with_context(|| format!("binding the Key Vault port {}", opts.vault_port))?;
         let vault_addr = vault_listener.local_addr()?;
         drop(vault_listener);
         let vault_base = format!("https://localhost:{}", vault_addr.port());
-        let shared = Arc::new(Shared::new(token_dir, vault_base, opts.vault_audience.clone()));
+        let shared = Arc::new(Shared::new(
+            token_dir,
+            vault_base,
+            opts.vault_audience.clone(),
+        ));
         {
             let mut t = lock(&shared.tokens);
             t.identity = opts.identity.clone();
@@ -178,10 +191,21 @@ impl Emulator {
         if opts.admin_api {
             himds_router = himds_router.merge(admin::router(shared.clone()));
         }
-        let himds = Server::bind(SocketAddr::new(LOOPBACK, opts.himds_port), himds_router, None)
-            .await
-            .with_context(|| format!("binding the HIMDS port {}", opts.himds_port))?;
-        Ok(Self { shared, himds, vault, ca_pem: pki.ca_pem().to_owned(), ca_file, _temp: temp })
+        let himds = Server::bind(
+            SocketAddr::new(LOOPBACK, opts.himds_port),
+            himds_router,
+            None,
+        )
+        .await
+        .with_context(|| format!("binding the HIMDS port {}", opts.himds_port))?;
+        Ok(Self {
+            shared,
+            himds,
+            vault,
+            ca_pem: pki.ca_pem().to_owned(),
+            ca_file,
+            _temp: temp,
+        })
     }
 
     /// `http://127.0.0.1:P/metadata/identity/oauth2/token` (IDENTITY_ENDPOINT).
@@ -324,7 +348,12 @@ impl Emulator {
 /// Writes (or replaces) a world-readable file such as `ca.pem`.
 fn write_public(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)?;
     f.write_all(contents)?;
     f.sync_all()
 }

@@ -35,17 +35,29 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.addr).field("tls", &self.tls.is_some()).finish()
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .finish()
     }
 }
 
 impl Server {
     /// Binds `addr` (port 0 = any free port) and starts serving.
-    pub async fn bind(addr: SocketAddr, router: Router, tls: Option<TlsAcceptor>) -> std::io::Result<Self> {
+    pub async fn bind(
+        addr: SocketAddr,
+        router: Router,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(accept_loop(listener, router.clone(), tls.clone()));
-        Ok(Self { addr, router, tls, task: Mutex::new(Some(task)) })
+        Ok(Self {
+            addr,
+            router,
+            tls,
+            task: Mutex::new(Some(task)),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -113,13 +125,26 @@ async fn accept_loop(listener: TcpListener, router: Router, tls: Option<TlsAccep
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, router: Router, tls: Option<TlsAcceptor>) {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+) {
     let service = TowerToHyperService::new(router.layer(axum::Extension(ConnectInfo(peer))));
     let builder = auto::Builder::new(TokioExecutor::new());
     let result = match tls {
-        None => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+        None => {
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await
+        }
         Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(tls_stream) => builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service).await,
+            Ok(tls_stream) => {
+                builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
+                    .await
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                 return;

@@ -32,7 +32,13 @@ pub struct SecretOptions {
 
 impl Default for SecretOptions {
     fn default() -> Self {
-        Self { content_type: None, tags: None, enabled: true, expires: None, not_before: None }
+        Self {
+            content_type: None,
+            tags: None,
+            enabled: true,
+            expires: None,
+            not_before: None,
+        }
     }
 }
 
@@ -73,7 +79,9 @@ impl Secret {
     }
 
     pub fn version(&self, version: &str) -> Option<&Version> {
-        self.versions.iter().find(|v| v.version.eq_ignore_ascii_case(version))
+        self.versions
+            .iter()
+            .find(|v| v.version.eq_ignore_ascii_case(version))
     }
 }
 
@@ -91,7 +99,10 @@ impl Store {
         let entry = self
             .secrets
             .entry(name.to_ascii_lowercase())
-            .or_insert_with(|| Secret { name: name.to_owned(), versions: Vec::new() });
+            .or_insert_with(|| Secret {
+                name: name.to_owned(),
+                versions: Vec::new(),
+            });
         entry.versions.push(Version {
             version: version.clone(),
             value: value.to_owned(),
@@ -108,7 +119,10 @@ impl Store {
         let Some(secret) = self.secrets.get_mut(&name.to_ascii_lowercase()) else {
             return false;
         };
-        let Some(v) = secret.versions.iter_mut().find(|v| v.version.eq_ignore_ascii_case(version))
+        let Some(v) = secret
+            .versions
+            .iter_mut()
+            .find(|v| v.version.eq_ignore_ascii_case(version))
         else {
             return false;
         };
@@ -142,7 +156,6 @@ impl Store {
         items.truncate(max);
         (items, more)
     }
-
 }
 
 /// A new version id: 32 lowercase hex chars (PROTOCOL.md §5).
@@ -209,7 +222,10 @@ mod tests {
         let v1 = s.set("Db-Password", "a", SecretOptions::default());
         let v2 = s.set("db-password", "b", SecretOptions::default());
         assert_eq!(v1.len(), 32);
-        assert!(v1.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            v1.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         let secret = s.get("DB-PASSWORD").unwrap();
         assert_eq!(secret.name, "Db-Password");
         assert_eq!(secret.current().unwrap().version, v2);

@@ -28,7 +28,9 @@ pub struct TestPki {
 
 impl std::fmt::Debug for TestPki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestPki").field("chain_len", &self.chain.len()).finish_non_exhaustive()
+        f.debug_struct("TestPki")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -38,10 +40,17 @@ fn ca_params(common_name: &str, path_len: Option<u8>) -> anyhow::Result<Certific
         Some(n) => BasicConstraints::Constrained(n),
         None => BasicConstraints::Unconstrained,
     });
-    params.distinguished_name.push(DnType::CommonName, common_name);
-    params.distinguished_name.push(DnType::OrganizationName, "kvsync-fake");
-    params.key_usages =
-        vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "kvsync-fake");
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+    ];
     params.use_authority_key_identifier_extension = true;
     Ok(params)
 }
@@ -61,14 +70,22 @@ impl TestPki {
         )
         .context("signing the intermediate CA")?;
 
-        let mut params =
-            CertificateParams::new(SERVER_SANS.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())?;
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        let mut params = CertificateParams::new(
+            SERVER_SANS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect::<Vec<_>>(),
+        )?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_key = KeyPair::generate().context("generating the server key")?;
-        let server = params.signed_by(&server_key, &intermediate).context("signing the server certificate")?;
+        let server = params
+            .signed_by(&server_key, &intermediate)
+            .context("signing the server certificate")?;
 
         Ok(Self {
             ca_pem: root.pem(),

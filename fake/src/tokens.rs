@@ -116,7 +116,10 @@ impl TokenIssuer {
     /// Issues a token for `resource` (the audience; a trailing `/.default`
     /// scope suffix is stripped, as Entra does).
     pub fn issue(&mut self, resource: &str) -> IssuedToken {
-        let aud = resource.strip_suffix("/.default").unwrap_or(resource).to_owned();
+        let aud = resource
+            .strip_suffix("/.default")
+            .unwrap_or(resource)
+            .to_owned();
         let now = unix_now();
         let lifetime_secs = self.lifetime.as_secs();
         let exp = now + lifetime_secs;
@@ -142,8 +145,20 @@ impl TokenIssuer {
             URL_SAFE_NO_PAD.encode(payload.to_string()),
             random_b64(64),
         );
-        self.issued.insert(token.clone(), Remembered { aud: aud.clone(), exp });
-        IssuedToken { access_token: token, resource: aud, not_before: now, expires_on: exp, lifetime_secs }
+        self.issued.insert(
+            token.clone(),
+            Remembered {
+                aud: aud.clone(),
+                exp,
+            },
+        );
+        IssuedToken {
+            access_token: token,
+            resource: aud,
+            not_before: now,
+            expires_on: exp,
+            lifetime_secs,
+        }
     }
 
     /// Checks a bearer token for a service whose audience is `audience`.
@@ -187,18 +202,33 @@ mod tests {
         assert_eq!(payload["aud"], "https://vault.azure.net");
         assert_eq!(payload["oid"], issuer.identity.object_id);
         assert_eq!(payload["exp"].as_u64().unwrap(), t.expires_on);
-        assert!(issuer.check(&t.access_token, "https://vault.azure.net").is_ok());
+        assert!(
+            issuer
+                .check(&t.access_token, "https://vault.azure.net")
+                .is_ok()
+        );
         assert_eq!(
             issuer.check(&t.access_token, "https://vault.azure.cn"),
-            Err(TokenRejection::WrongAudience("https://vault.azure.net".into()))
+            Err(TokenRejection::WrongAudience(
+                "https://vault.azure.net".into()
+            ))
         );
-        assert_eq!(issuer.check("x.y.z", "https://vault.azure.net"), Err(TokenRejection::Unknown));
+        assert_eq!(
+            issuer.check("x.y.z", "https://vault.azure.net"),
+            Err(TokenRejection::Unknown)
+        );
     }
 
     #[test]
     fn zero_lifetime_tokens_are_expired() {
-        let mut issuer = TokenIssuer { lifetime: Duration::ZERO, ..TokenIssuer::default() };
+        let mut issuer = TokenIssuer {
+            lifetime: Duration::ZERO,
+            ..TokenIssuer::default()
+        };
         let t = issuer.issue("https://vault.azure.net");
-        assert_eq!(issuer.check(&t.access_token, "https://vault.azure.net"), Err(TokenRejection::Expired));
+        assert_eq!(
+            issuer.check(&t.access_token, "https://vault.azure.net"),
+            Err(TokenRejection::Expired)
+        );
     }
 }

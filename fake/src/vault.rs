@@ -45,12 +45,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/secrets/{name}/{version}", get(get_version))
         .route("/secrets/{name}/{version}/", get(get_version))
         .fallback(unknown_path)
-        .layer(axum::middleware::from_fn_with_state((shared.clone(), Service::KeyVault), guard))
+        .layer(axum::middleware::from_fn_with_state(
+            (shared.clone(), Service::KeyVault),
+            guard,
+        ))
         .with_state(shared)
 }
 
 /// Checks `api-version` and the bearer token.
-pub fn authorize(shared: &Shared, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(), Response> {
+pub fn authorize(
+    shared: &Shared,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<(), Response> {
     if query.get("api-version").is_none_or(|v| v.is_empty()) {
         return Err(kv_error(
             StatusCode::BAD_REQUEST,
@@ -69,10 +76,15 @@ pub fn authorize(shared: &Shared, headers: &HeaderMap, query: &HashMap<String, S
         None => "AKV10000: Request is missing a Bearer or PoP token.".to_owned(),
         Some(token) => match lock(&shared.tokens).check(token, &shared.vault_audience) {
             Ok(()) => return Ok(()),
-            Err(TokenRejection::Unknown) => "AKV10000: Invalid token: not issued by this identity provider.".to_owned(),
+            Err(TokenRejection::Unknown) => {
+                "AKV10000: Invalid token: not issued by this identity provider.".to_owned()
+            }
             Err(TokenRejection::Expired) => "AKV10000: Token is expired.".to_owned(),
             Err(TokenRejection::WrongAudience(aud)) => {
-                format!("AKV10022: Invalid audience. Expected {}, found: {aud}.", shared.vault_audience)
+                format!(
+                    "AKV10022: Invalid audience. Expected {}, found: {aud}.",
+                    shared.vault_audience
+                )
             }
         },
     };
@@ -126,10 +138,19 @@ fn secret_response(shared: &Shared, name: &str, version: Option<&str>) -> Respon
             Some("SecretDisabled"),
         );
     }
-    (StatusCode::OK, axum::Json(bundle_json(&shared.vault_base, secret, v))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(bundle_json(&shared.vault_base, secret, v)),
+    )
+        .into_response()
 }
 
-async fn get_latest(State(shared): State<Arc<Shared>>, Path(name): Path<String>, headers: HeaderMap, Query(q): Q) -> Response {
+async fn get_latest(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
     if let Err(resp) = authorize(&shared, &headers, &q) {
         return resp;
     }
@@ -167,7 +188,12 @@ fn page_size(q: &HashMap<String, String>) -> Result<usize, Response> {
 }
 
 fn bad_skiptoken() -> Response {
-    kv_error(StatusCode::BAD_REQUEST, "BadParameter", "The $skiptoken is invalid.", None)
+    kv_error(
+        StatusCode::BAD_REQUEST,
+        "BadParameter",
+        "The $skiptoken is invalid.",
+        None,
+    )
 }
 
 fn decode_skiptoken(q: &HashMap<String, String>) -> Result<Option<String>, Response> {
@@ -175,23 +201,41 @@ fn decode_skiptoken(q: &HashMap<String, String>) -> Result<Option<String>, Respo
         return Ok(None);
     };
     let bytes = URL_SAFE_NO_PAD.decode(tok).map_err(|_| bad_skiptoken())?;
-    String::from_utf8(bytes).map(Some).map_err(|_| bad_skiptoken())
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| bad_skiptoken())
 }
 
 /// The absolute `nextLink` of a list page, or null on the last page.
-fn next_link(shared: &Shared, path: &str, q: &HashMap<String, String>, cursor: Option<String>, max: usize) -> Value {
+fn next_link(
+    shared: &Shared,
+    path: &str,
+    q: &HashMap<String, String>,
+    cursor: Option<String>,
+    max: usize,
+) -> Value {
     let Some(cursor) = cursor else {
         return Value::Null;
     };
     let api = q
         .get("api-version")
-        .filter(|v| v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        .filter(|v| {
+            v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        })
         .map_or("7.2", String::as_str);
     let token = URL_SAFE_NO_PAD.encode(cursor);
-    json!(format!("{}{path}?api-version={api}&$skiptoken={token}&maxresults={max}", shared.vault_base))
+    json!(format!(
+        "{}{path}?api-version={api}&$skiptoken={token}&maxresults={max}",
+        shared.vault_base
+    ))
 }
 
-async fn list_secrets(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): Q) -> Response {
+async fn list_secrets(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
     if let Err(resp) = authorize(&shared, &headers, &q) {
         return resp;
     }
@@ -206,15 +250,28 @@ async fn list_secrets(State(shared): State<Arc<Shared>>, headers: HeaderMap, Que
         .iter()
         .filter_map(|s: &&Secret| {
             let v = s.current()?;
-            Some(Value::Object(item_json(format!("{}/secrets/{}", shared.vault_base, s.name), v)))
+            Some(Value::Object(item_json(
+                format!("{}/secrets/{}", shared.vault_base, s.name),
+                v,
+            )))
         })
         .collect();
-    let cursor = if more { page.last().map(|s| s.name.to_ascii_lowercase()) } else { None };
-    let body = json!({ "value": items, "nextLink": next_link(&shared, "/secrets", &q, cursor, max) });
+    let cursor = if more {
+        page.last().map(|s| s.name.to_ascii_lowercase())
+    } else {
+        None
+    };
+    let body =
+        json!({ "value": items, "nextLink": next_link(&shared, "/secrets", &q, cursor, max) });
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-async fn list_versions(State(shared): State<Arc<Shared>>, Path(name): Path<String>, headers: HeaderMap, Query(q): Q) -> Response {
+async fn list_versions(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
     if let Err(resp) = authorize(&shared, &headers, &q) {
         return resp;
     }
@@ -238,7 +295,10 @@ async fn list_versions(State(shared): State<Arc<Shared>>, Path(name): Path<Strin
         .skip(start)
         .take(max)
         .map(|v| {
-            let id = format!("{}/secrets/{}/{}", shared.vault_base, secret.name, v.version);
+            let id = format!(
+                "{}/secrets/{}/{}",
+                shared.vault_base, secret.name, v.version
+            );
             Value::Object(item_json(id, v))
         })
         .collect();
@@ -249,9 +309,18 @@ async fn list_versions(State(shared): State<Arc<Shared>>, Path(name): Path<Strin
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-async fn unknown_path(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): Q) -> Response {
+async fn unknown_path(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
     if let Err(resp) = authorize(&shared, &headers, &q) {
         return resp;
     }
-    kv_error(StatusCode::NOT_FOUND, "NotFound", "The requested resource was not found (kvsync-fake).", None)
+    kv_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "The requested resource was not found (kvsync-fake).",
+        None,
+    )
 }

@@ -53,7 +53,12 @@ fn himds_get(emu: &Emulator, client: &reqwest::Client) -> reqwest::RequestBuilde
 }
 
 fn realm(resp: &reqwest::Response) -> String {
-    let h = resp.headers().get("www-authenticate").unwrap().to_str().unwrap();
+    let h = resp
+        .headers()
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap();
     h.strip_prefix("Basic realm=").unwrap().to_owned()
 }
 
@@ -63,13 +68,21 @@ async fn arc_token(emu: &Emulator) -> String {
     let first = himds_get(emu, &c).send().await.unwrap();
     assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
     let key = std::fs::read_to_string(realm(&first)).unwrap();
-    let second = himds_get(emu, &c).header("Authorization", format!("Basic {key}")).send().await.unwrap();
+    let second = himds_get(emu, &c)
+        .header("Authorization", format!("Basic {key}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(second.status(), StatusCode::OK);
     let body: Value = second.json().await.unwrap();
     body["access_token"].as_str().unwrap().to_owned()
 }
 
-async fn kv_get(emu: &Emulator, token: Option<&str>, path: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+async fn kv_get(
+    emu: &Emulator,
+    token: Option<&str>,
+    path: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let url = format!("{}{path}", emu.vault_url());
     let mut req = https(emu).get(url).query(&[("api-version", API)]);
     if let Some(t) = token {
@@ -89,15 +102,30 @@ async fn himds_challenge_flow_single_use_key() {
     let path = std::path::PathBuf::from(realm(&first));
     assert_eq!(path.parent().unwrap(), emu.token_dir());
     assert!(path.to_str().unwrap().ends_with(".key"));
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let body: Value = first.json().await.unwrap();
     assert_eq!(body["error"], "unauthorized_client");
     let key = std::fs::read_to_string(&path).unwrap();
 
-    let ok = himds_get(&emu, &c).header("Authorization", format!("Basic {key}")).send().await.unwrap();
+    let ok = himds_get(&emu, &c)
+        .header("Authorization", format!("Basic {key}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     let tok: Value = ok.json().await.unwrap();
-    for field in ["access_token", "expires_in", "expires_on", "ext_expires_in", "not_before", "resource", "token_type"] {
+    for field in [
+        "access_token",
+        "expires_in",
+        "expires_on",
+        "ext_expires_in",
+        "not_before",
+        "resource",
+        "token_type",
+    ] {
         assert!(tok[field].is_string(), "{field} must be a string: {tok}");
     }
     assert_eq!(tok["resource"], KV);
@@ -105,12 +133,19 @@ async fn himds_challenge_flow_single_use_key() {
     assert_eq!(tok["access_token"].as_str().unwrap().split('.').count(), 3);
     assert!(!path.exists(), "key file is deleted after use");
 
-    let reused = himds_get(&emu, &c).header("Authorization", format!("Basic {key}")).send().await.unwrap();
+    let reused = himds_get(&emu, &c)
+        .header("Authorization", format!("Basic {key}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
     assert!(reused.headers().get("www-authenticate").is_none());
 
     let c = emu.counters();
-    assert_eq!((c.himds_requests, c.himds_challenges, c.tokens_issued), (3, 1, 1));
+    assert_eq!(
+        (c.himds_requests, c.himds_challenges, c.tokens_issued),
+        (3, 1, 1)
+    );
     assert_eq!(c.by_path["/metadata/identity/oauth2/token"], 3);
 }
 
@@ -147,7 +182,11 @@ async fn himds_fixed_challenge_path_rejects_every_key() {
     let c = http();
     let first = himds_get(&emu, &c).send().await.unwrap();
     assert_eq!(realm(&first), "/etc/shadow");
-    let second = himds_get(&emu, &c).header("Authorization", "Basic anything").send().await.unwrap();
+    let second = himds_get(&emu, &c)
+        .header("Authorization", "Basic anything")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(second.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(emu.counters().tokens_issued, 0);
 }
@@ -157,15 +196,32 @@ async fn instance_metadata() {
     let emu = emu().await;
     let c = http();
     let url = format!("{}/metadata/instance/compute", emu.himds_base());
-    let resp = c.get(&url).query(&[("api-version", "2020-06-01")]).header("Metadata", "true").send().await.unwrap();
+    let resp = c
+        .get(&url)
+        .query(&[("api-version", "2020-06-01")])
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["tags"], "a:1;b:2");
     emu.set_instance(serde_json::json!({"name": "web-01"}));
     let url = format!("{}/metadata/instance", emu.himds_base());
-    let resp = c.get(&url).query(&[("api-version", "2020-06-01")]).header("Metadata", "true").send().await.unwrap();
+    let resp = c
+        .get(&url)
+        .query(&[("api-version", "2020-06-01")])
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["compute"]["name"], "web-01");
-    let resp = c.get(&url).query(&[("api-version", "2020-06-01")]).send().await.unwrap();
+    let resp = c
+        .get(&url)
+        .query(&[("api-version", "2020-06-01")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -179,17 +235,29 @@ async fn kv_rejects_missing_unknown_and_wrong_audience_tokens() {
     let tenant = emu.identity().tenant_id;
     assert_eq!(
         challenge,
-        format!("Bearer authorization=\"https://login.windows.net/{tenant}\", resource=\"https://vault.azure.net\"")
+        format!(
+            "Bearer authorization=\"https://login.windows.net/{tenant}\", resource=\"https://vault.azure.net\""
+        )
     );
     assert_eq!(body["error"]["code"], "Unauthorized");
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("AKV10000"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("AKV10000")
+    );
 
     let (status, _, _) = kv_get(&emu, Some("a.b.c"), "/secrets/a").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let other = emu.issue_token("https://storage.azure.com");
     let (status, _, body) = kv_get(&emu, Some(&other), "/secrets/a").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("AKV10022"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("AKV10022")
+    );
 
     let good = emu.issue_token(KV);
     emu.invalidate_tokens();
@@ -199,7 +267,11 @@ async fn kv_rejects_missing_unknown_and_wrong_audience_tokens() {
     assert_eq!(emu.counters().kv_gets, 0);
 
     // api-version is required.
-    let resp = https(&emu).get(format!("{}/secrets/a", emu.vault_url())).send().await.unwrap();
+    let resp = https(&emu)
+        .get(format!("{}/secrets/a", emu.vault_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "BadParameter");
@@ -208,11 +280,18 @@ async fn kv_rejects_missing_unknown_and_wrong_audience_tokens() {
 #[tokio::test]
 async fn kv_get_latest_pinned_missing_and_disabled() {
     let emu = emu().await;
-    let tags = [("env".to_owned(), "prod".to_owned())].into_iter().collect();
+    let tags = [("env".to_owned(), "prod".to_owned())]
+        .into_iter()
+        .collect();
     let v1 = emu.set_secret_with(
         "Db-Password",
         "one",
-        SecretOptions { content_type: Some("text/plain".into()), tags: Some(tags), expires: Some(1_893_456_000), ..SecretOptions::default() },
+        SecretOptions {
+            content_type: Some("text/plain".into()),
+            tags: Some(tags),
+            expires: Some(1_893_456_000),
+            ..SecretOptions::default()
+        },
     );
     let v2 = emu.set_secret("db-password", "two");
     let token = arc_token(&emu).await;
@@ -220,7 +299,10 @@ async fn kv_get_latest_pinned_missing_and_disabled() {
     let (status, _, body) = kv_get(&emu, Some(&token), "/secrets/DB-PASSWORD/").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["value"], "two");
-    assert_eq!(body["id"], format!("{}/secrets/Db-Password/{v2}", emu.vault_url()));
+    assert_eq!(
+        body["id"],
+        format!("{}/secrets/Db-Password/{v2}", emu.vault_url())
+    );
     assert!(body.get("contentType").is_none() && body.get("tags").is_none());
     assert!(body["attributes"]["created"].is_u64());
     assert!(body["attributes"].get("exp").is_none());
@@ -236,7 +318,12 @@ async fn kv_get_latest_pinned_missing_and_disabled() {
     let (status, _, body) = kv_get(&emu, Some(&token), "/secrets/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "SecretNotFound");
-    let (status, _, _) = kv_get(&emu, Some(&token), "/secrets/db-password/00000000000000000000000000000000").await;
+    let (status, _, _) = kv_get(
+        &emu,
+        Some(&token),
+        "/secrets/db-password/00000000000000000000000000000000",
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     assert!(emu.set_version_enabled("db-password", &v2, false));
@@ -271,7 +358,15 @@ async fn kv_list_pages_with_next_link() {
         for item in body["value"].as_array().unwrap() {
             assert!(item.get("value").is_none());
             assert!(item["attributes"]["updated"].is_u64());
-            names.push(item["id"].as_str().unwrap().rsplit('/').next().unwrap().to_owned());
+            names.push(
+                item["id"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+            );
         }
         match body["nextLink"].as_str() {
             Some(next) => {
@@ -297,8 +392,17 @@ async fn faults_with_retry_after_and_innererror() {
     let emu = emu().await;
     emu.set_secret("s", "v");
     let token = emu.issue_token(KV);
-    emu.push_fault(Fault { status: 429, retry_after: Some(3), path_contains: Some("/secrets/s".into()), ..Fault::default() });
-    emu.push_fault(Fault { status: 403, code: Some("ForbiddenByRbac".into()), ..Fault::default() });
+    emu.push_fault(Fault {
+        status: 429,
+        retry_after: Some(3),
+        path_contains: Some("/secrets/s".into()),
+        ..Fault::default()
+    });
+    emu.push_fault(Fault {
+        status: 403,
+        code: Some("ForbiddenByRbac".into()),
+        ..Fault::default()
+    });
     let (status, headers, body) = kv_get(&emu, Some(&token), "/secrets/s/").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(headers["retry-after"], "3");
@@ -315,7 +419,11 @@ async fn faults_with_retry_after_and_innererror() {
     emu.reset_counters();
     assert_eq!(emu.counters(), kvsync_fake::Counters::default());
 
-    emu.push_fault(Fault { service: Service::Himds, status: 503, ..Fault::default() });
+    emu.push_fault(Fault {
+        service: Service::Himds,
+        status: 503,
+        ..Fault::default()
+    });
     let resp = himds_get(&emu, &http()).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
@@ -325,7 +433,13 @@ async fn kv_speaks_http2_over_tls() {
     let emu = emu().await;
     let token = emu.issue_token(KV);
     emu.set_secret("s", "v");
-    let resp = https(&emu).get(format!("{}/secrets/s", emu.vault_url())).query(&[("api-version", API)]).bearer_auth(token).send().await.unwrap();
+    let resp = https(&emu)
+        .get(format!("{}/secrets/s", emu.vault_url()))
+        .query(&[("api-version", API)])
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), StatusCode::OK);
 }
@@ -339,7 +453,11 @@ async fn hang_fault_times_out_the_client() {
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let err = client.get(format!("{}/secrets/s?api-version={API}", emu.vault_url())).send().await.unwrap_err();
+    let err = client
+        .get(format!("{}/secrets/s?api-version={API}", emu.vault_url()))
+        .send()
+        .await
+        .unwrap_err();
     assert!(err.is_timeout());
 }
 
@@ -369,5 +487,8 @@ async fn himds_down_refuses_connections_then_recovers() {
 #[tokio::test]
 async fn ca_file_matches_ca_pem() {
     let emu = emu().await;
-    assert_eq!(std::fs::read_to_string(emu.ca_file()).unwrap(), emu.ca_pem());
+    assert_eq!(
+        std::fs::read_to_string(emu.ca_file()).unwrap(),
+        emu.ca_pem()
+    );
 }
