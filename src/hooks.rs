@@ -87,11 +87,17 @@ pub async fn run(command: &str, changed: &[PathBuf], timeout: Duration) -> Resul
     let pgid = child.id();
     let out = child.stdout.take().map(|s| {
         let command = command.to_string();
-        tokio::spawn(read_lines(s, move |l| tracing::info!(hook = %command, "{l}")))
+        tokio::spawn(read_lines(
+            s,
+            move |l| tracing::info!(hook = %command, "{l}"),
+        ))
     });
     let err = child.stderr.take().map(|s| {
         let command = command.to_string();
-        tokio::spawn(read_lines(s, move |l| tracing::warn!(hook = %command, "{l}")))
+        tokio::spawn(read_lines(
+            s,
+            move |l| tracing::warn!(hook = %command, "{l}"),
+        ))
     });
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => status,

@@ -11,7 +11,10 @@ async fn passes_changed_paths_and_succeeds() {
     let cmd = format!("printf '%s' \"$KVSYNC_CHANGED\" > '{}'", out.display());
     let changed = [PathBuf::from("/etc/a.key"), PathBuf::from("/etc/b crt")];
     run(&cmd, &changed, LONG).await.unwrap();
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "/etc/a.key\n/etc/b crt");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "/etc/a.key\n/etc/b crt"
+    );
 }
 
 #[tokio::test]
@@ -43,9 +46,13 @@ async fn failure_reports_status_and_stderr_tail() {
 
 #[tokio::test]
 async fn stderr_tail_is_bounded_in_bytes() {
-    let err = run("head -c 100000 /dev/zero | tr '\\0' x >&2; exit 1", &[], LONG)
-        .await
-        .unwrap_err();
+    let err = run(
+        "head -c 100000 /dev/zero | tr '\\0' x >&2; exit 1",
+        &[],
+        LONG,
+    )
+    .await
+    .unwrap_err();
     let HookError::Failed { stderr_tail, .. } = err else {
         panic!("{err:?}")
     };
@@ -55,7 +62,9 @@ async fn stderr_tail_is_bounded_in_bytes() {
 
 #[tokio::test]
 async fn spawn_failure_of_command_is_failed_127() {
-    let err = run("/nonexistent/kvsync-hook", &[], LONG).await.unwrap_err();
+    let err = run("/nonexistent/kvsync-hook", &[], LONG)
+        .await
+        .unwrap_err();
     let HookError::Failed { status, .. } = err else {
         panic!("{err:?}")
     };

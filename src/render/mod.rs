@@ -83,8 +83,14 @@ pub struct RenderError {
 enum Kind {
     /// Name of the compiled template in `Renderer::tera`, and its source
     /// (kept for error sanitising; templates are configuration, not secret).
-    Template { name: String, source: String },
-    Object { alias: String, format: OutputFormat },
+    Template {
+        name: String,
+        source: String,
+    },
+    Object {
+        alias: String,
+        format: OutputFormat,
+    },
 }
 
 struct Entry {
@@ -407,11 +413,17 @@ fn tera_context(ctx: &Context, e: &Entry) -> Result<tera::Context, RenderError> 
     let conv = |v: Result<tera::Value, tera::Error>| {
         v.map_err(|_| e.error(None, "internal: cannot build the template context".into()))
     };
-    t.insert_value("secrets", conv(tera::Value::try_from_serializable(&secrets))?);
+    t.insert_value(
+        "secrets",
+        conv(tera::Value::try_from_serializable(&secrets))?,
+    );
     t.insert_value("meta", conv(tera::Value::try_from_serializable(&meta))?);
     t.insert_value("certs", conv(tera::Value::try_from_serializable(&certs))?);
     if let Some(instance) = &ctx.instance {
-        t.insert_value("instance", conv(tera::Value::try_from_serializable(instance))?);
+        t.insert_value(
+            "instance",
+            conv(tera::Value::try_from_serializable(instance))?,
+        );
     }
     Ok(t)
 }
@@ -424,10 +436,13 @@ fn object(
     ctx: &Context,
 ) -> Result<SecretBytes, RenderError> {
     if format == OutputFormat::Raw {
-        let b = ctx.secrets.get(alias).ok_or_else(|| {
-            e.error(None, format!("secret `{alias}` was not fetched this round"))
-        })?;
-        return Ok(SecretBytes::new(b.value.expose_secret().as_bytes().to_vec()));
+        let b = ctx
+            .secrets
+            .get(alias)
+            .ok_or_else(|| e.error(None, format!("secret `{alias}` was not fetched this round")))?;
+        return Ok(SecretBytes::new(
+            b.value.expose_secret().as_bytes().to_vec(),
+        ));
     }
     let c = ctx.certs.get(alias).ok_or_else(|| {
         e.error(

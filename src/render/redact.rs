@@ -24,23 +24,53 @@ pub const REDACTED: &str = "[REDACTED]";
 /// Type names tera puts in messages (`ValueKind` names and Rust argument
 /// types used by `ArgFromValue`).
 const TYPE_NAMES: &[&str] = &[
-    "string", "number", "map", "array", "bool", "none", "undefined", "bytes", "integer", "float",
-    "i64", "u64", "i128", "u128", "f64", "f32", "&str", "str", "String", "usize", "isize", "i32",
-    "u32", "u8", "i8", "u16", "i16", "char",
+    "string",
+    "number",
+    "map",
+    "array",
+    "bool",
+    "none",
+    "undefined",
+    "bytes",
+    "integer",
+    "float",
+    "i64",
+    "u64",
+    "i128",
+    "u128",
+    "f64",
+    "f32",
+    "&str",
+    "str",
+    "String",
+    "usize",
+    "isize",
+    "i32",
+    "u32",
+    "u8",
+    "i8",
+    "u16",
+    "i16",
+    "char",
 ];
+
+/// Digit-bearing words up to this length are kept ("base 10"): a one- or
+/// two-digit value is no secret worth shredding messages for.
+const SMALL_NUMBER_LEN: usize = 2;
 
 /// Pass 1: structural filter against the template `source`.
 pub fn sanitize(message: &str, source: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
-    while let Some(pos) = rest.find(|c: char| matches!(c, '`' | '\'' | '"')) {
+    while let Some(pos) = rest.find(['`', '\'', '"']) {
         out.push_str(&filter_words(&rest[..pos], source));
         let quote = &rest[pos..pos + 1];
         let after = &rest[pos + 1..];
         match after.find(quote) {
             Some(end) => {
                 let inner = &after[..end];
-                let keep = inner.is_empty() || TYPE_NAMES.contains(&inner) || source.contains(inner);
+                let keep =
+                    inner.is_empty() || TYPE_NAMES.contains(&inner) || source.contains(inner);
                 out.push_str(quote);
                 out.push_str(if keep { inner } else { REDACTED });
                 out.push_str(quote);
@@ -65,6 +95,7 @@ fn filter_words(text: &str, source: &str) -> String {
         let ws = &piece[word.len()..];
         let core = word.trim_matches(|c: char| matches!(c, ',' | '.' | ':' | ';' | '(' | ')'));
         if core.chars().any(|c| c.is_ascii_digit())
+            && core.len() > SMALL_NUMBER_LEN
             && !TYPE_NAMES.contains(&core)
             && !source.contains(core)
         {
@@ -105,16 +136,46 @@ impl Needles {
         Needles(v)
     }
 
-    /// Pass 2: replace every occurrence of every needle.
+    /// Pass 2: replace every occurrence of every needle. Needles shorter
+    /// than [`SHORT_NEEDLE`] are replaced only as whole words, so that a
+    /// one-letter secret does not shred the message (the word rule still
+    /// catches it standing alone, which is how a value appears).
     pub fn scrub(&self, message: &str) -> String {
         let mut out = message.to_string();
         for n in &self.0 {
-            if out.contains(n.as_str()) {
-                out = out.replace(n.as_str(), REDACTED);
-            }
+            out = if n.len() >= SHORT_NEEDLE {
+                out.replace(n.as_str(), REDACTED)
+            } else {
+                replace_words(&out, n)
+            };
         }
         out
     }
+}
+
+/// Needles shorter than this are matched as whole words only.
+const SHORT_NEEDLE: usize = 8;
+
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+fn replace_words(text: &str, needle: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(off) = text[i..].find(needle) {
+        let start = i + off;
+        let end = start + needle.len();
+        let before = text[..start].chars().next_back();
+        let after = text[end..].chars().next();
+        let bounded = before.is_none_or(|c| !is_word(c) || !needle.starts_with(is_word))
+            && after.is_none_or(|c| !is_word(c) || !needle.ends_with(is_word));
+        out.push_str(&text[i..start]);
+        out.push_str(if bounded { REDACTED } else { needle });
+        i = end;
+    }
+    out.push_str(&text[i..]);
+    out
 }
 
 fn add_forms(v: &mut Vec<String>, value: &str) {
@@ -145,6 +206,15 @@ fn json_leaves(v: &mut Vec<String>, json: &serde_json::Value) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn short_needles_match_whole_words_only() {
+        assert_eq!(
+            replace_words("pass p (p) up", "p"),
+            "pass [REDACTED] ([REDACTED]) up"
+        );
+        assert_eq!(replace_words("a:b", ":"), "a[REDACTED]b");
+    }
 
     #[test]
     fn sanitize_keeps_template_words_and_redacts_values() {

@@ -124,7 +124,9 @@ impl Scanner<'_> {
             if self.at("{%") {
                 let start = self.i;
                 self.i += 2;
-                while self.i < self.b.len() && (self.b[self.i] == b'-' || self.b[self.i].is_ascii_whitespace()) {
+                while self.i < self.b.len()
+                    && (self.b[self.i] == b'-' || self.b[self.i].is_ascii_whitespace())
+                {
                     self.i += 1;
                 }
                 if self.at("endraw") {

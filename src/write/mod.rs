@@ -96,9 +96,9 @@ fn existing(path: &Path) -> Result<Existing, WriteError> {
         Err(e) => return Err(werr(path, "inspect the destination")(e)),
     };
     if lmeta.is_dir() {
-        return Err(werr(path, "inspect the destination")(std::io::Error::other(
-            "it is a directory; remove it or choose another path",
-        )));
+        return Err(werr(path, "inspect the destination")(
+            std::io::Error::other("it is a directory; remove it or choose another path"),
+        ));
     }
     if !lmeta.file_type().is_file() {
         return Ok(Existing::Replaceable);

@@ -97,7 +97,12 @@ fn candidate_is_created_0600_and_never_more_open_than_target() {
     let dest = d.path().join("secret");
     let tmp = create_candidate(d.path(), &dest).unwrap();
     assert_eq!(mode_of(tmp.path()), 0o600);
-    let name = tmp.path().file_name().unwrap().to_string_lossy().into_owned();
+    let name = tmp
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert!(name.starts_with(".secret.kvsync-"), "{name}");
     drop(tmp);
     let staged = stage(&target(&dest, 0o640), b"x").unwrap().unwrap();
