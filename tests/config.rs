@@ -59,7 +59,12 @@ fn unknown_key_in_agent() {
 
 #[test]
 fn unknown_top_level_key() {
-    assert_diag("vault = \"https://kv.vault.azure.net\"\naudience = \"x\"\n", "audience", 2, "unknown key");
+    assert_diag(
+        "vault = \"https://kv.vault.azure.net\"\naudience = \"x\"\n",
+        "audience",
+        2,
+        "unknown key",
+    );
 }
 
 #[test]
@@ -108,7 +113,12 @@ fn template_and_contents_both() {
 #[test]
 fn neither_template_nor_contents() {
     let t = with_vault("[[file]]\npath = \"/x\"\n\n[[file]]\npath = \"/y\"\nmode = \"0600\"\n");
-    assert_diag(&t, "file[1]", 5, "exactly one of template, contents, or secret");
+    assert_diag(
+        &t,
+        "file[1]",
+        5,
+        "exactly one of template, contents, or secret",
+    );
 }
 
 #[test]
@@ -125,25 +135,41 @@ fn format_without_secret() {
 
 #[test]
 fn secret_naming_undeclared_alias() {
-    let t = with_vault("[secrets]\ndb = \"psql\"\n\n[[file]]\npath = \"/x\"\nsecret = \"site\"\nformat = \"raw\"\n");
-    assert_diag(&t, "file[0].secret", 7, "\"site\" is not an alias in [secrets] (declared: db)");
+    let t = with_vault(
+        "[secrets]\ndb = \"psql\"\n\n[[file]]\npath = \"/x\"\nsecret = \"site\"\nformat = \"raw\"\n",
+    );
+    assert_diag(
+        &t,
+        "file[0].secret",
+        7,
+        "\"site\" is not an alias in [secrets] (declared: db)",
+    );
 }
 
 #[test]
 fn pem_format_needs_certificate() {
-    let t = with_vault("[secrets]\ndb = \"psql\"\n\n[[file]]\npath = \"/x\"\nsecret = \"db\"\nformat = \"key\"\n");
+    let t = with_vault(
+        "[secrets]\ndb = \"psql\"\n\n[[file]]\npath = \"/x\"\nsecret = \"db\"\nformat = \"key\"\n",
+    );
     assert_diag(&t, "file[0].format", 8, "type = \"certificate\"");
 }
 
 #[test]
 fn unknown_format() {
-    let t = with_vault("[secrets]\nc = { name = \"c\", type = \"certificate\" }\n[[file]]\npath = \"/x\"\nsecret = \"c\"\nformat = \"der\"\n");
+    let t = with_vault(
+        "[secrets]\nc = { name = \"c\", type = \"certificate\" }\n[[file]]\npath = \"/x\"\nsecret = \"c\"\nformat = \"der\"\n",
+    );
     assert_diag(&t, "file[0].format", 7, "\"pfx\"");
 }
 
 #[test]
 fn http_vault_rejected() {
-    assert_diag("\n\nvault = \"http://kv.vault.azure.net\"\n", "vault", 3, "https://");
+    assert_diag(
+        "\n\nvault = \"http://kv.vault.azure.net\"\n",
+        "vault",
+        3,
+        "https://",
+    );
 }
 
 #[test]
@@ -192,37 +218,63 @@ fn unknown_key_in_secret_table() {
 
 #[test]
 fn secret_without_any_vault() {
-    assert_diag("[secrets]\ndb = \"psql-password\"\n", "secrets.db", 2, "no vault");
+    assert_diag(
+        "[secrets]\ndb = \"psql-password\"\n",
+        "secrets.db",
+        2,
+        "no vault",
+    );
 }
 
 #[test]
 fn unknown_owner_name() {
-    let t = with_vault("[[file]]\npath = \"/x\"\ncontents = \"a\"\nowner = \"no-such-user-kvsync\"\n");
-    assert_diag(&t, "file[0].owner", 5, "no user named \"no-such-user-kvsync\"");
+    let t =
+        with_vault("[[file]]\npath = \"/x\"\ncontents = \"a\"\nowner = \"no-such-user-kvsync\"\n");
+    assert_diag(
+        &t,
+        "file[0].owner",
+        5,
+        "no user named \"no-such-user-kvsync\"",
+    );
 }
 
 #[test]
 fn unknown_group_name() {
-    let t = with_vault("[[file]]\npath = \"/x\"\ncontents = \"a\"\ngroup = \"no-such-group-kvsync\"\n");
+    let t =
+        with_vault("[[file]]\npath = \"/x\"\ncontents = \"a\"\ngroup = \"no-such-group-kvsync\"\n");
     assert_diag(&t, "file[0].group", 5, "no group named");
 }
 
 #[test]
 fn duplicate_destination() {
-    let t = with_vault("[[file]]\npath = \"/etc/a\"\ncontents = \"a\"\n[[file]]\npath = \"/etc/./b/../a\"\ncontents = \"b\"\n");
+    let t = with_vault(
+        "[[file]]\npath = \"/etc/a\"\ncontents = \"a\"\n[[file]]\npath = \"/etc/./b/../a\"\ncontents = \"b\"\n",
+    );
     assert_diag(&t, "file[1].path", 6, "already the destination of file[0]");
 }
 
 #[test]
 fn client_id_with_method_arc() {
-    let t = with_vault("[auth]\nmethod = \"arc\"\nclient_id = \"11111111-1111-1111-1111-111111111111\"\n");
-    assert_diag(&t, "auth.client_id", 4, "Arc has only the system-assigned identity");
+    let t = with_vault(
+        "[auth]\nmethod = \"arc\"\nclient_id = \"11111111-1111-1111-1111-111111111111\"\n",
+    );
+    assert_diag(
+        &t,
+        "auth.client_id",
+        4,
+        "Arc has only the system-assigned identity",
+    );
 }
 
 #[test]
 fn two_identity_selectors() {
     let t = with_vault("[auth]\nclient_id = \"a\"\nobject_id = \"b\"\n");
-    assert_diag(&t, "auth.object_id", 4, "at most one of client_id, object_id, resource_id");
+    assert_diag(
+        &t,
+        "auth.object_id",
+        4,
+        "at most one of client_id, object_id, resource_id",
+    );
 }
 
 #[test]
@@ -235,7 +287,10 @@ fn unknown_auth_method() {
 fn http_authority_only_on_loopback() {
     let t = with_vault("[auth]\nauthority_host = \"http://login.example.com\"\n");
     assert_diag(&t, "auth.authority_host", 3, "https://");
-    parse(&with_vault("[auth]\nauthority_host = \"http://127.0.0.1:9999\"\n")).unwrap();
+    parse(&with_vault(
+        "[auth]\nauthority_host = \"http://127.0.0.1:9999\"\n",
+    ))
+    .unwrap();
 }
 
 #[test]
@@ -247,7 +302,12 @@ fn bad_listen_address() {
 #[test]
 fn wrong_type_names_key() {
     let t = with_vault("[agent]\ninterval = 10\n");
-    assert_diag(&t, "agent.interval", 3, "invalid type: integer `10`, expected a string");
+    assert_diag(
+        &t,
+        "agent.interval",
+        3,
+        "invalid type: integer `10`, expected a string",
+    );
 }
 
 #[test]
@@ -279,6 +339,8 @@ fn all_errors_reported_at_once() {
 vault = \"http://kv.vault.azure.net\"
 [agent]
 interval = \"soon\"
+bogus = 1
+jitter = 5
 [auth]
 method = \"arc\"
 object_id = \"x\"
@@ -296,18 +358,24 @@ path = \"/c\"
 secret = \"nope\"
 ";
     let e = err(t);
-    let keys: Vec<(&str, Option<usize>)> =
-        e.diagnostics.iter().map(|d| (d.key.as_str(), d.line)).collect();
+    let keys: Vec<(&str, Option<usize>)> = e
+        .diagnostics
+        .iter()
+        .map(|d| (d.key.as_str(), d.line))
+        .collect();
     assert_eq!(
         keys,
         vec![
             ("vault", Some(1)),
             ("agent.interval", Some(3)),
-            ("auth.object_id", Some(6)),
-            ("secrets.db.version", Some(8)),
-            ("file[0].mode", Some(12)),
-            ("file[1].bogus", Some(15)),
-            ("file[2].secret", Some(18)),
+            ("agent.bogus", Some(4)),
+            ("agent.jitter", Some(5)),
+            ("auth.object_id", Some(8)),
+            ("secrets.db.version", Some(10)),
+            ("file[0].mode", Some(14)),
+            ("file[1]", Some(15)),
+            ("file[1].bogus", Some(17)),
+            ("file[2].secret", Some(20)),
         ],
         "{e}"
     );
@@ -327,7 +395,11 @@ fn rendered_message_is_pinned() {
 fn column_counts_characters() {
     let t = "# é\n[agent]\n  jitter = \"x\"\n";
     let e = err(&format!("{VAULT}{t}"));
-    let d = e.diagnostics.iter().find(|d| d.key == "agent.jitter").unwrap();
+    let d = e
+        .diagnostics
+        .iter()
+        .find(|d| d.key == "agent.jitter")
+        .unwrap();
     assert_eq!((d.line, d.column), (Some(4), Some(12)), "{e}");
 }
 
@@ -336,7 +408,11 @@ fn unreadable_file_is_a_diagnostic() {
     let e = config::load(Path::new("/nonexistent/kvsync-test.toml")).unwrap_err();
     assert_eq!(e.diagnostics.len(), 1);
     assert_eq!(e.diagnostics[0].key, "-");
-    assert!(e.to_string().starts_with("/nonexistent/kvsync-test.toml: -: cannot read"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/kvsync-test.toml: -: cannot read"),
+        "{e}"
+    );
 }
 
 const FULL: &str = r#"
@@ -398,7 +474,10 @@ fn full_example_resolves() {
     let base = PathBuf::from("/srv/kv");
     assert_eq!(c.source, base.join("kvsync.toml"));
     assert_eq!(c.base_dir, base);
-    assert_eq!(c.vault.as_ref().unwrap().host_str(), Some("zerotrust-arc-kv.vault.azure.net"));
+    assert_eq!(
+        c.vault.as_ref().unwrap().host_str(),
+        Some("zerotrust-arc-kv.vault.azure.net")
+    );
     let a = &c.agent;
     assert_eq!(a.interval, Duration::from_secs(300));
     assert_eq!(a.jitter, Duration::from_secs(10));
@@ -409,8 +488,14 @@ fn full_example_resolves() {
     assert_eq!(a.concurrency, 4);
     assert_eq!(a.hook_timeout, Duration::from_secs(60));
     assert_eq!(c.auth.method, AuthMethod::Imds);
-    assert_eq!(c.auth.client_id.as_deref(), Some("11111111-1111-1111-1111-111111111111"));
-    assert_eq!(c.auth.imds_endpoint.as_ref().unwrap().as_str(), "http://127.0.0.1:40343/");
+    assert_eq!(
+        c.auth.client_id.as_deref(),
+        Some("11111111-1111-1111-1111-111111111111")
+    );
+    assert_eq!(
+        c.auth.imds_endpoint.as_ref().unwrap().as_str(),
+        "http://127.0.0.1:40343/"
+    );
     assert_eq!(c.auth.audience.as_deref(), Some("https://vault.azure.net"));
     assert_eq!(c.auth.test_arc_token_dir, Some(base.join("tokens")));
     assert_eq!(c.tls.ca_file, Some(base.join("ca.pem")));
@@ -418,9 +503,18 @@ fn full_example_resolves() {
     assert_eq!(c.secrets.len(), 4);
     let conn = &c.secrets["db_conn"];
     assert_eq!(conn.name, "psql-cmd");
-    assert_eq!(conn.version.as_deref(), Some(VERSION.to_ascii_lowercase().as_str()));
-    assert_eq!(conn.vault.host_str(), Some("zerotrust-arc-kv.vault.azure.net"));
-    assert_eq!(c.secrets["pgpass"].vault.host_str(), Some("other.vault.azure.net"));
+    assert_eq!(
+        conn.version.as_deref(),
+        Some(VERSION.to_ascii_lowercase().as_str())
+    );
+    assert_eq!(
+        conn.vault.host_str(),
+        Some("zerotrust-arc-kv.vault.azure.net")
+    );
+    assert_eq!(
+        c.secrets["pgpass"].vault.host_str(),
+        Some("other.vault.azure.net")
+    );
     assert_eq!(c.secrets["site"].kind, SecretKind::Certificate);
     assert_eq!(c.secrets["db_password"].kind, SecretKind::Secret);
     assert_eq!(c.secrets["db_password"].version, None);
@@ -429,18 +523,35 @@ fn full_example_resolves() {
     assert_eq!(f.len(), 4);
     assert_eq!(f[0].path, base.join("out/pgpass"));
     assert!(matches!(&f[0].source, FileSource::Template(p) if *p == base.join("tpl/pgpass.tera")));
-    assert_eq!((f[0].mode, f[0].owner, f[0].group, f[0].dir_mode), (0o600, Some(0), Some(0), 0o755));
+    assert_eq!(
+        (f[0].mode, f[0].owner, f[0].group, f[0].dir_mode),
+        (0o600, Some(0), Some(0), 0o755)
+    );
     assert!(matches!(&f[1].source, FileSource::Inline(s) if s == "{{ certs.site.key }}"));
     assert_eq!((f[1].mode, f[1].dir_mode), (0o600, 0o750));
     assert_eq!(f[1].on_change.as_deref(), Some("nginx -s reload"));
-    assert!(matches!(&f[2].source, FileSource::Object { alias, format: OutputFormat::Pfx } if alias == "site"));
+    assert!(
+        matches!(&f[2].source, FileSource::Object { alias, format: OutputFormat::Pfx } if alias == "site")
+    );
     assert_eq!(f[2].owner, Some(0));
-    assert!(matches!(&f[3].source, FileSource::Object { format: OutputFormat::Raw, .. }));
+    assert!(matches!(
+        &f[3].source,
+        FileSource::Object {
+            format: OutputFormat::Raw,
+            ..
+        }
+    ));
 
     let s = config::summary(&c);
-    assert!(s.contains("db_conn = secret psql-cmd (0f3e5a6b7c8d9e0f1a2b3c4d5e6f7a8b)"), "{s}");
+    assert!(
+        s.contains("db_conn = secret psql-cmd (0f3e5a6b7c8d9e0f1a2b3c4d5e6f7a8b)"),
+        "{s}"
+    );
     assert!(s.contains("inline template (20 bytes)"), "{s}");
-    assert!(!s.contains("certs.site.key"), "inline contents must not be printed:\n{s}");
+    assert!(
+        !s.contains("certs.site.key"),
+        "inline contents must not be printed:\n{s}"
+    );
 }
 
 #[test]
@@ -455,10 +566,15 @@ fn defaults_and_relative_paths() {
     assert_eq!(c.agent.deadline, config::DEFAULT_DEADLINE);
     assert_eq!(c.agent.concurrency, config::DEFAULT_CONCURRENCY);
     assert_eq!(c.agent.hook_timeout, config::DEFAULT_HOOK_TIMEOUT);
-    assert_eq!(c.agent.templates_dir, PathBuf::from("/opt/app/conf/templates"));
+    assert_eq!(
+        c.agent.templates_dir,
+        PathBuf::from("/opt/app/conf/templates")
+    );
     assert_eq!(c.auth.method, AuthMethod::Auto);
     assert_eq!(c.files[0].path, PathBuf::from("/opt/app/out/f"));
-    assert!(matches!(&c.files[0].source, FileSource::Template(p) if p == Path::new("/opt/app/conf/templates/sub/t.tera")));
+    assert!(
+        matches!(&c.files[0].source, FileSource::Template(p) if p == Path::new("/opt/app/conf/templates/sub/t.tera"))
+    );
     assert_eq!((c.files[0].mode, c.files[0].dir_mode), (0o600, 0o755));
 }
 
@@ -466,7 +582,11 @@ fn defaults_and_relative_paths() {
 fn load_makes_path_absolute() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.toml");
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"), &path).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"),
+        &path,
+    )
+    .unwrap();
     let c = config::load(&path).unwrap();
     assert!(c.source.is_absolute());
     assert_eq!(c.base_dir, dir.path());
@@ -483,18 +603,30 @@ fn every_example_config_loads() {
             n += 1;
         }
     }
-    assert!(n >= 2, "expected demo.toml and example.toml in {}", dir.display());
+    assert!(
+        n >= 2,
+        "expected demo.toml and example.toml in {}",
+        dir.display()
+    );
 }
 
 #[test]
 fn demo_config_values() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let c = config::load(&root.join("config/demo.toml")).unwrap();
-    assert_eq!(c.vault.as_ref().unwrap().as_str(), "https://localhost:48443/");
+    assert_eq!(
+        c.vault.as_ref().unwrap().as_str(),
+        "https://localhost:48443/"
+    );
     assert_eq!(c.auth.method, AuthMethod::Arc);
-    assert_eq!(c.auth.test_arc_token_dir, Some(root.join("demo/out/tokens")));
+    assert_eq!(
+        c.auth.test_arc_token_dir,
+        Some(root.join("demo/out/tokens"))
+    );
     assert_eq!(c.tls.ca_file, Some(root.join("demo/out/ca.pem")));
     assert_eq!(c.files[0].path, root.join("demo/out/files/pgpass"));
     assert_eq!(c.files[1].mode, 0o640);
-    assert!(matches!(&c.files[1].source, FileSource::Template(p) if *p == root.join("templates/app.env.tera")));
+    assert!(
+        matches!(&c.files[1].source, FileSource::Template(p) if *p == root.join("templates/app.env.tera"))
+    );
 }

@@ -10,7 +10,10 @@ use toml::Spanned;
 
 use super::raw::{Problem, RawConfig, RawFile, RawFileEntry};
 use super::resolve::{Problems, absolutize};
-use super::{AgentConfig, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, FileSource, FileSpec, OutputFormat, SecretKind, SecretSpec};
+use super::{
+    AgentConfig, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, FileSource, FileSpec, OutputFormat,
+    SecretKind, SecretSpec,
+};
 
 /// Highest permission bits `chmod` accepts (setuid, setgid, sticky, rwx×3).
 pub const MAX_MODE: u32 = 0o7777;
@@ -34,7 +37,9 @@ pub fn resolve_files(
             raw,
             secrets,
         };
-        let Some(spec) = cx.resolve(agent, base_dir, p) else { continue };
+        let Some(spec) = cx.resolve(agent, base_dir, p) else {
+            continue;
+        };
         if let Some(first) = seen.get(&spec.path) {
             let span = entry.file.path.as_ref().map(Spanned::span);
             p.push(Problem::new(
@@ -66,11 +71,19 @@ impl FileCx<'_> {
         let f = &self.entry.file;
         let path = match &f.path {
             None => {
-                p.push(Problem::new(Some(self.entry.span.clone()), self.k("path"), "missing: every [[file]] needs path = \"/destination/file\""));
+                p.push(Problem::new(
+                    Some(self.entry.span.clone()),
+                    self.k("path"),
+                    "missing: every [[file]] needs path = \"/destination/file\"",
+                ));
                 None
             }
             Some(v) if v.get_ref().trim().is_empty() => {
-                p.at(v, self.k("path"), "expected a destination path, found an empty string");
+                p.at(
+                    v,
+                    self.k("path"),
+                    "expected a destination path, found an empty string",
+                );
                 None
             }
             Some(v) => Some(absolutize(base_dir, v.get_ref())),
@@ -82,7 +95,11 @@ impl FileCx<'_> {
         let group = id(&f.group, &self.k("group"), IdKind::Group, p);
         let on_change = match &f.on_change {
             Some(v) if v.get_ref().trim().is_empty() => {
-                p.at(v, self.k("on_change"), "expected a command, found an empty string (omit the key for no hook)");
+                p.at(
+                    v,
+                    self.k("on_change"),
+                    "expected a command, found an empty string (omit the key for no hook)",
+                );
                 None
             }
             other => other.as_ref().map(|v| v.get_ref().clone()),
@@ -100,10 +117,14 @@ impl FileCx<'_> {
 
     /// Exactly one of `template`, `contents`, `secret` (+ `format`).
     fn source(&self, f: &RawFile, templates_dir: &Path, p: &mut Problems) -> Option<FileSource> {
-        let given: Vec<(&str, &Spanned<String>)> = [("template", &f.template), ("contents", &f.contents), ("secret", &f.secret)]
-            .into_iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-            .collect();
+        let given: Vec<(&str, &Spanned<String>)> = [
+            ("template", &f.template),
+            ("contents", &f.contents),
+            ("secret", &f.secret),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .collect();
         if let (Some(fmt), None) = (&f.format, &f.secret) {
             p.at(fmt, self.k("format"), "format applies only with secret = \"<alias>\" (a whole object); templates produce their own text");
         }
@@ -119,7 +140,11 @@ impl FileCx<'_> {
             [("template", v)] => {
                 let t = v.get_ref();
                 if t.trim().is_empty() {
-                    p.at(*v, self.k("template"), "expected a template file name, found an empty string");
+                    p.at(
+                        *v,
+                        self.k("template"),
+                        "expected a template file name, found an empty string",
+                    );
                     return None;
                 }
                 Some(FileSource::Template(absolutize(templates_dir, t)))
@@ -135,7 +160,12 @@ impl FileCx<'_> {
         }
     }
 
-    fn object(&self, alias: &Spanned<String>, format: Option<&Spanned<String>>, p: &mut Problems) -> Option<FileSource> {
+    fn object(
+        &self,
+        alias: &Spanned<String>,
+        format: Option<&Spanned<String>>,
+        p: &mut Problems,
+    ) -> Option<FileSource> {
         let name = alias.get_ref();
         if !self.raw.declared_aliases.iter().any(|a| a == name) {
             let declared = if self.raw.declared_aliases.is_empty() {
@@ -143,7 +173,11 @@ impl FileCx<'_> {
             } else {
                 format!("declared: {}", self.raw.declared_aliases.join(", "))
             };
-            p.at(alias, self.k("secret"), format!("\"{name}\" is not an alias in [secrets] ({declared})"));
+            p.at(
+                alias,
+                self.k("secret"),
+                format!("\"{name}\" is not an alias in [secrets] ({declared})"),
+            );
             return None;
         }
         let format = match format {
@@ -158,7 +192,10 @@ impl FileCx<'_> {
             }
             return None;
         }
-        Some(FileSource::Object { alias: name.clone(), format })
+        Some(FileSource::Object {
+            alias: name.clone(),
+            format,
+        })
     }
 }
 
@@ -186,7 +223,9 @@ pub fn parse_mode(s: &str) -> Option<u32> {
     if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
         return None;
     }
-    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= MAX_MODE)
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= MAX_MODE)
 }
 
 fn mode(v: &Option<Spanned<toml::Value>>, key: &str, default: u32, p: &mut Problems) -> u32 {
@@ -223,7 +262,12 @@ enum IdKind {
 
 /// Owner/group: a name (looked up now) or a numeric id (string or integer).
 /// `Err(())` when given but invalid (already reported).
-fn id(v: &Option<Spanned<toml::Value>>, key: &str, kind: IdKind, p: &mut Problems) -> Result<Option<u32>, ()> {
+fn id(
+    v: &Option<Spanned<toml::Value>>,
+    key: &str,
+    kind: IdKind,
+    p: &mut Problems,
+) -> Result<Option<u32>, ()> {
     let Some(v) = v else { return Ok(None) };
     let what = match kind {
         IdKind::User => "user",
@@ -231,14 +275,25 @@ fn id(v: &Option<Spanned<toml::Value>>, key: &str, kind: IdKind, p: &mut Problem
     };
     let numeric = |n: i64| u32::try_from(n).ok().filter(|n| *n != ID_UNCHANGED);
     let found = match v.get_ref() {
-        toml::Value::Integer(n) => numeric(*n).ok_or_else(|| format!("expected a {what} name or a numeric id from 0 to {}", ID_UNCHANGED - 1)),
-        toml::Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
-            .parse::<i64>()
-            .ok()
-            .and_then(numeric)
-            .ok_or_else(|| format!("expected a {what} name or a numeric id from 0 to {}", ID_UNCHANGED - 1)),
+        toml::Value::Integer(n) => numeric(*n).ok_or_else(|| {
+            format!(
+                "expected a {what} name or a numeric id from 0 to {}",
+                ID_UNCHANGED - 1
+            )
+        }),
+        toml::Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse::<i64>().ok().and_then(numeric).ok_or_else(|| {
+                format!(
+                    "expected a {what} name or a numeric id from 0 to {}",
+                    ID_UNCHANGED - 1
+                )
+            })
+        }
         toml::Value::String(s) => lookup(s, kind),
-        other => Err(format!("expected a {what} name or a numeric id, found {}", other.type_str())),
+        other => Err(format!(
+            "expected a {what} name or a numeric id, found {}",
+            other.type_str()
+        )),
     };
     found.map(Some).map_err(|msg| p.at(v, key, msg))
 }
@@ -247,12 +302,16 @@ fn lookup(name: &str, kind: IdKind) -> Result<u32, String> {
     match kind {
         IdKind::User => match nix::unistd::User::from_name(name) {
             Ok(Some(u)) => Ok(u.uid.as_raw()),
-            Ok(None) => Err(format!("no user named \"{name}\" on this host (give a numeric uid to skip the lookup)")),
+            Ok(None) => Err(format!(
+                "no user named \"{name}\" on this host (give a numeric uid to skip the lookup)"
+            )),
             Err(e) => Err(format!("looking up user \"{name}\" failed: {e}")),
         },
         IdKind::Group => match nix::unistd::Group::from_name(name) {
             Ok(Some(g)) => Ok(g.gid.as_raw()),
-            Ok(None) => Err(format!("no group named \"{name}\" on this host (give a numeric gid to skip the lookup)")),
+            Ok(None) => Err(format!(
+                "no group named \"{name}\" on this host (give a numeric gid to skip the lookup)"
+            )),
             Err(e) => Err(format!("looking up group \"{name}\" failed: {e}")),
         },
     }

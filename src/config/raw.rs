@@ -31,7 +31,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(span: Option<Range<usize>>, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             span,
             key: key.into(),
@@ -199,27 +203,58 @@ struct Cx<'a, 'i> {
 
 impl<'i> Cx<'_, 'i> {
     /// Deserialize one value; on error record a problem keyed by the
-    /// innermost key whose span contains the error (else `fallback`).
-    fn de<T: Deserialize<'i>>(&mut self, value: &Spanned<DeValue<'i>>, fallback: &str) -> Option<T> {
-        match T::deserialize(ValueDeserializer::from(value.clone())) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let span = e.span().unwrap_or_else(|| value.span());
-                let key = key_at(self.root, &span).unwrap_or_else(|| fallback.to_owned());
-                self.problems
-                    .push(Problem::new(Some(span), key, serde_message(e.message())));
-                None
+    /// innermost key whose span contains the error (else `fallback`). For a
+    /// table, the offending entry is then dropped and the rest deserialized
+    /// again, so every bad key of one table is reported (bounded by the
+    /// number of entries).
+    fn de<T: Deserialize<'i>>(
+        &mut self,
+        value: &Spanned<DeValue<'i>>,
+        fallback: &str,
+    ) -> Option<T> {
+        let mut value = value.clone();
+        loop {
+            let e = match T::deserialize(ValueDeserializer::from(value.clone())) {
+                Ok(v) => return Some(v),
+                Err(e) => e,
+            };
+            let span = e.span().unwrap_or_else(|| value.span());
+            let key = key_at(self.root, &span).unwrap_or_else(|| fallback.to_owned());
+            self.problems.push(Problem::new(
+                Some(span.clone()),
+                key,
+                serde_message(e.message()),
+            ));
+            let DeValue::Table(table) = value.get_mut() else {
+                return None;
+            };
+            let culprit = table
+                .iter()
+                .find(|(k, v)| contains(&k.span(), &span) || contains(&v.span(), &span))
+                .map(|(k, _)| k.get_ref().to_string());
+            match culprit {
+                Some(k) => {
+                    table.remove(k.as_str());
+                }
+                None => return None,
             }
         }
     }
 
     /// A `[section]`: must be a table, then deserialized as `T`.
-    fn section<T: Deserialize<'i>>(&mut self, value: &Spanned<DeValue<'i>>, key: &str) -> Option<T> {
+    fn section<T: Deserialize<'i>>(
+        &mut self,
+        value: &Spanned<DeValue<'i>>,
+        key: &str,
+    ) -> Option<T> {
         if !value.get_ref().is_table() {
             self.problems.push(Problem::new(
                 Some(value.span()),
                 key,
-                format!("expected a table ([{key}]), found {}", value.get_ref().type_str()),
+                format!(
+                    "expected a table ([{key}]), found {}",
+                    value.get_ref().type_str()
+                ),
             ));
             return None;
         }
@@ -231,7 +266,10 @@ impl<'i> Cx<'_, 'i> {
             self.problems.push(Problem::new(
                 Some(value.span()),
                 "secrets",
-                format!("expected a table ([secrets]), found {}", value.get_ref().type_str()),
+                format!(
+                    "expected a table ([secrets]), found {}",
+                    value.get_ref().type_str()
+                ),
             ));
             return;
         };
@@ -240,7 +278,9 @@ impl<'i> Cx<'_, 'i> {
             raw.declared_aliases.push(alias_name.to_owned());
             let key = format!("secrets.{alias_name}");
             let secret = match entry.get_ref() {
-                DeValue::String(s) => Some(RawSecret::Name(Spanned::new(entry.span(), s.to_string()))),
+                DeValue::String(s) => {
+                    Some(RawSecret::Name(Spanned::new(entry.span(), s.to_string())))
+                }
                 DeValue::Table(_) => self.de(entry, &key).map(RawSecret::Table),
                 other => {
                     self.problems.push(Problem::new(
@@ -277,7 +317,10 @@ impl<'i> Cx<'_, 'i> {
                 self.problems.push(Problem::new(
                     Some(entry.span()),
                     key,
-                    format!("expected a table ([[file]]), found {}", entry.get_ref().type_str()),
+                    format!(
+                        "expected a table ([[file]]), found {}",
+                        entry.get_ref().type_str()
+                    ),
                 ));
                 continue;
             }

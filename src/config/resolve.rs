@@ -46,7 +46,10 @@ impl Problems {
 
 /// Resolve everything; `source` is the absolute config path.
 pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config> {
-    let base_dir = source.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let base_dir = source
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
     let vault = raw.vault.as_ref().and_then(|v| https_url(v, "vault", p));
     let agent = agent(&raw.agent, &base_dir, p);
     let auth = auth(&raw.auth, &base_dir, p);
@@ -92,12 +95,21 @@ pub fn absolutize(base: &Path, path: &str) -> PathBuf {
     out
 }
 
-fn duration(v: &Option<Spanned<String>>, key: &str, default: Duration, p: &mut Problems) -> Duration {
+fn duration(
+    v: &Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+    p: &mut Problems,
+) -> Duration {
     let Some(v) = v else { return default };
     match humantime::parse_duration(v.get_ref().trim()) {
         Ok(d) => d,
         Err(e) => {
-            p.at(v, key, format!("expected a duration such as \"30s\", \"10m\" or \"1h 30m\" ({e})"));
+            p.at(
+                v,
+                key,
+                format!("expected a duration such as \"30s\", \"10m\" or \"1h 30m\" ({e})"),
+            );
             default
         }
     }
@@ -114,37 +126,60 @@ fn agent(raw: &RawAgent, base_dir: &Path, p: &mut Problems) -> AgentConfig {
     positive(interval, &raw.interval, "agent.interval", p);
     let deadline = duration(&raw.deadline, "agent.deadline", DEFAULT_DEADLINE, p);
     positive(deadline, &raw.deadline, "agent.deadline", p);
-    let hook_timeout = duration(&raw.hook_timeout, "agent.hook_timeout", DEFAULT_HOOK_TIMEOUT, p);
+    let hook_timeout = duration(
+        &raw.hook_timeout,
+        "agent.hook_timeout",
+        DEFAULT_HOOK_TIMEOUT,
+        p,
+    );
     positive(hook_timeout, &raw.hook_timeout, "agent.hook_timeout", p);
     let templates_dir = match &raw.templates_dir {
         Some(d) if d.get_ref().trim().is_empty() => {
-            p.at(d, "agent.templates_dir", "expected a directory path, found an empty string");
+            p.at(
+                d,
+                "agent.templates_dir",
+                "expected a directory path, found an empty string",
+            );
             base_dir.join(DEFAULT_TEMPLATES_DIR)
         }
         Some(d) => absolutize(base_dir, d.get_ref()),
         None => base_dir.join(DEFAULT_TEMPLATES_DIR),
     };
-    let log_format = raw.log_format.as_ref().and_then(|v| match v.get_ref().as_str() {
-        "text" => Some(LogFormat::Text),
-        "json" => Some(LogFormat::Json),
-        _ => {
-            p.at(v, "agent.log_format", "expected \"text\" or \"json\"");
-            None
-        }
-    });
-    let listen = raw.listen.as_ref().and_then(|v| match v.get_ref().parse::<SocketAddr>() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            p.at(v, "agent.listen", "expected an IP address and port, e.g. \"127.0.0.1:9464\"");
-            None
-        }
-    });
+    let log_format = raw
+        .log_format
+        .as_ref()
+        .and_then(|v| match v.get_ref().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => {
+                p.at(v, "agent.log_format", "expected \"text\" or \"json\"");
+                None
+            }
+        });
+    let listen = raw
+        .listen
+        .as_ref()
+        .and_then(|v| match v.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                p.at(
+                    v,
+                    "agent.listen",
+                    "expected an IP address and port, e.g. \"127.0.0.1:9464\"",
+                );
+                None
+            }
+        });
     let concurrency = match &raw.concurrency {
         None => DEFAULT_CONCURRENCY,
         Some(v) => match usize::try_from(*v.get_ref()) {
             Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => n,
             _ => {
-                p.at(v, "agent.concurrency", format!("expected an integer from 1 to {MAX_CONCURRENCY}"));
+                p.at(
+                    v,
+                    "agent.concurrency",
+                    format!("expected an integer from 1 to {MAX_CONCURRENCY}"),
+                );
                 DEFAULT_CONCURRENCY
             }
         },
@@ -172,7 +207,14 @@ pub fn https_url(v: &Spanned<String>, key: &str, p: &mut Problems) -> Option<Url
         }
     };
     if url.scheme() != "https" {
-        p.at(v, key, format!("{expected}; the scheme {}:// would expose tokens and secrets", url.scheme()));
+        p.at(
+            v,
+            key,
+            format!(
+                "{expected}; the scheme {}:// would expose tokens and secrets",
+                url.scheme()
+            ),
+        );
         return None;
     }
     if url.host_str().is_none_or(str::is_empty)
@@ -182,7 +224,11 @@ pub fn https_url(v: &Spanned<String>, key: &str, p: &mut Problems) -> Option<Url
         || url.fragment().is_some()
         || url.path() != "/"
     {
-        p.at(v, key, format!("{expected}, with no path, query, fragment or credentials"));
+        p.at(
+            v,
+            key,
+            format!("{expected}, with no path, query, fragment or credentials"),
+        );
         return None;
     }
     Some(url)
@@ -199,13 +245,22 @@ fn is_loopback(url: &Url) -> bool {
 
 /// An `http://` or `https://` endpoint URL. With `https_unless_loopback`,
 /// plain http is accepted only for a loopback host.
-fn endpoint(v: &Option<Spanned<String>>, key: &str, https_unless_loopback: bool, p: &mut Problems) -> Option<Url> {
+fn endpoint(
+    v: &Option<Spanned<String>>,
+    key: &str,
+    https_unless_loopback: bool,
+    p: &mut Problems,
+) -> Option<Url> {
     let v = v.as_ref()?;
     match Url::parse(v.get_ref().trim()) {
         Ok(u) if u.scheme() == "https" && u.host_str().is_some() => Some(u),
         Ok(u) if u.scheme() == "http" && (!https_unless_loopback || is_loopback(&u)) => Some(u),
         Ok(u) if u.scheme() == "http" => {
-            p.at(v, key, "expected an https:// URL (http:// is accepted only for localhost/127.0.0.1)");
+            p.at(
+                v,
+                key,
+                "expected an https:// URL (http:// is accepted only for localhost/127.0.0.1)",
+            );
             None
         }
         Ok(_) => {
@@ -220,14 +275,20 @@ fn endpoint(v: &Option<Spanned<String>>, key: &str, https_unless_loopback: bool,
 }
 
 fn auth_method(raw: &RawAuth, p: &mut Problems) -> AuthMethod {
-    let Some(v) = &raw.method else { return AuthMethod::Auto };
+    let Some(v) = &raw.method else {
+        return AuthMethod::Auto;
+    };
     match v.get_ref().as_str() {
         "auto" => AuthMethod::Auto,
         "arc" => AuthMethod::Arc,
         "imds" => AuthMethod::Imds,
         "workload-identity" => AuthMethod::WorkloadIdentity,
         _ => {
-            p.at(v, "auth.method", "expected one of \"auto\", \"arc\", \"imds\", \"workload-identity\"");
+            p.at(
+                v,
+                "auth.method",
+                "expected one of \"auto\", \"arc\", \"imds\", \"workload-identity\"",
+            );
             AuthMethod::Auto
         }
     }
@@ -255,25 +316,44 @@ fn auth(raw: &RawAuth, base_dir: &Path, p: &mut Problems) -> AuthConfig {
     .collect();
     if method == AuthMethod::Arc {
         for (k, v) in &selectors {
-            p.at(*v, format!("auth.{k}"), "not allowed with method = \"arc\": Arc has only the system-assigned identity");
+            p.at(
+                *v,
+                format!("auth.{k}"),
+                "not allowed with method = \"arc\": Arc has only the system-assigned identity",
+            );
         }
     } else if let [_, rest @ ..] = selectors.as_slice() {
         for (k, v) in rest {
-            p.at(*v, format!("auth.{k}"), "at most one of client_id, object_id, resource_id may be set");
+            p.at(
+                *v,
+                format!("auth.{k}"),
+                "at most one of client_id, object_id, resource_id may be set",
+            );
         }
     }
     if method == AuthMethod::WorkloadIdentity {
         for (k, v) in selectors.iter().filter(|(k, _)| *k != "client_id") {
-            p.at(*v, format!("auth.{k}"), "workload identity selects the identity by client_id only");
+            p.at(
+                *v,
+                format!("auth.{k}"),
+                "workload identity selects the identity by client_id only",
+            );
         }
     }
-    let audience = raw.audience.as_ref().and_then(|v| match Url::parse(v.get_ref().trim()) {
-        Ok(_) => Some(v.get_ref().trim().to_owned()),
-        Err(_) => {
-            p.at(v, "auth.audience", "expected the token audience as a URL, e.g. \"https://vault.azure.net\"");
-            None
-        }
-    });
+    let audience = raw
+        .audience
+        .as_ref()
+        .and_then(|v| match Url::parse(v.get_ref().trim()) {
+            Ok(_) => Some(v.get_ref().trim().to_owned()),
+            Err(_) => {
+                p.at(
+                    v,
+                    "auth.audience",
+                    "expected the token audience as a URL, e.g. \"https://vault.azure.net\"",
+                );
+                None
+            }
+        });
     AuthConfig {
         method,
         client_id: non_empty(&raw.client_id, "auth.client_id", p),
@@ -292,14 +372,26 @@ fn auth(raw: &RawAuth, base_dir: &Path, p: &mut Problems) -> AuthConfig {
 
 fn tls(raw: &RawTls, base_dir: &Path) -> TlsConfig {
     TlsConfig {
-        ca_file: raw.ca_file.as_ref().map(|f| absolutize(base_dir, f.get_ref())),
+        ca_file: raw
+            .ca_file
+            .as_ref()
+            .map(|f| absolutize(base_dir, f.get_ref())),
     }
 }
 
 /// A token is sent only to a host whose audience is known (SPEC.md).
-fn check_audience(vault: &Url, raw: &Spanned<String>, key: &str, auth: &AuthConfig, p: &mut Problems) {
+fn check_audience(
+    vault: &Url,
+    raw: &Spanned<String>,
+    key: &str,
+    auth: &AuthConfig,
+    p: &mut Problems,
+) {
     if crate::identity::audience::for_vault(vault, auth.audience.as_deref()).is_none() {
-        let known: Vec<&str> = crate::identity::audience::KNOWN_SUFFIXES.iter().map(|(s, _)| *s).collect();
+        let known: Vec<&str> = crate::identity::audience::KNOWN_SUFFIXES
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
         p.at(
             raw,
             key,
@@ -320,11 +412,18 @@ struct DefaultVault {
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn secrets(raw: &RawConfig, default: &DefaultVault, auth: &AuthConfig, p: &mut Problems) -> BTreeMap<String, SecretSpec> {
+fn secrets(
+    raw: &RawConfig,
+    default: &DefaultVault,
+    auth: &AuthConfig,
+    p: &mut Problems,
+) -> BTreeMap<String, SecretSpec> {
     let mut out = BTreeMap::new();
     for entry in &raw.secrets {
         let alias = entry.alias.get_ref();
@@ -339,24 +438,49 @@ fn secrets(raw: &RawConfig, default: &DefaultVault, auth: &AuthConfig, p: &mut P
     out
 }
 
-fn secret(alias: &str, raw: &RawSecret, key: &str, default: &DefaultVault, auth: &AuthConfig, p: &mut Problems) -> Option<SecretSpec> {
+fn secret(
+    alias: &str,
+    raw: &RawSecret,
+    key: &str,
+    default: &DefaultVault,
+    auth: &AuthConfig,
+    p: &mut Problems,
+) -> Option<SecretSpec> {
     let (name, version, vault, kind) = match raw {
         RawSecret::Name(n) => (Some(n), None, None, None),
-        RawSecret::Table(t) => (t.name.as_ref(), t.version.as_ref(), t.vault.as_ref(), t.kind.as_ref()),
+        RawSecret::Table(t) => (
+            t.name.as_ref(),
+            t.version.as_ref(),
+            t.vault.as_ref(),
+            t.kind.as_ref(),
+        ),
     };
     let name = match name {
         None => {
-            p.push(Problem::new(None, key, "missing name: write { name = \"<Key Vault secret name>\" }"));
+            p.push(Problem::new(
+                None,
+                key,
+                "missing name: write { name = \"<Key Vault secret name>\" }",
+            ));
             None
         }
-        Some(n) => object_name(n, &format!("{key}.name"), matches!(raw, RawSecret::Name(_)).then_some(key), p),
+        Some(n) => object_name(
+            n,
+            &format!("{key}.name"),
+            matches!(raw, RawSecret::Name(_)).then_some(key),
+            p,
+        ),
     };
     let version = version.and_then(|v| object_version(v, &format!("{key}.version"), p));
     let kind = match kind.map(|k| (k, k.get_ref().as_str())) {
         None | Some((_, "secret")) => SecretKind::Secret,
         Some((_, "certificate")) => SecretKind::Certificate,
         Some((k, _)) => {
-            p.at(k, format!("{key}.type"), "expected \"secret\" or \"certificate\"");
+            p.at(
+                k,
+                format!("{key}.type"),
+                "expected \"secret\" or \"certificate\"",
+            );
             SecretKind::Secret
         }
     };
@@ -373,7 +497,11 @@ fn secret(alias: &str, raw: &RawSecret, key: &str, default: &DefaultVault, auth:
                 RawSecret::Name(n) => Some(n.span()),
                 RawSecret::Table(t) => t.name.as_ref().map(|n| n.span()),
             };
-            p.push(Problem::new(span, key, "no vault: set vault = \"https://...\" on this secret or a top-level default vault"));
+            p.push(Problem::new(
+                span,
+                key,
+                "no vault: set vault = \"https://...\" on this secret or a top-level default vault",
+            ));
             None
         }
         None => default.url.clone(),
@@ -388,11 +516,23 @@ fn secret(alias: &str, raw: &RawSecret, key: &str, default: &DefaultVault, auth:
 }
 
 /// Key Vault object names: 1-127 of `[0-9a-zA-Z-]`.
-fn object_name(v: &Spanned<String>, key: &str, short_key: Option<&str>, p: &mut Problems) -> Option<String> {
+fn object_name(
+    v: &Spanned<String>,
+    key: &str,
+    short_key: Option<&str>,
+    p: &mut Problems,
+) -> Option<String> {
     let s = v.get_ref();
-    let ok = (1..=MAX_NAME_LEN).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let ok = (1..=MAX_NAME_LEN).contains(&s.len())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if !ok {
-        p.at(v, short_key.unwrap_or(key), format!("expected a Key Vault object name: 1 to {MAX_NAME_LEN} letters, digits and dashes"));
+        p.at(
+            v,
+            short_key.unwrap_or(key),
+            format!(
+                "expected a Key Vault object name: 1 to {MAX_NAME_LEN} letters, digits and dashes"
+            ),
+        );
         return None;
     }
     Some(s.clone())

@@ -46,14 +46,22 @@ fn write_summary(out: &mut String, c: &Config) -> std::fmt::Result {
             SecretKind::Certificate => "certificate",
         };
         let version = s.version.as_deref().unwrap_or("latest");
-        writeln!(out, "  {} = {kind} {} ({version}) in {}", s.alias, s.name, s.vault)?;
+        writeln!(
+            out,
+            "  {} = {kind} {} ({version}) in {}",
+            s.alias, s.name, s.vault
+        )?;
     }
     writeln!(out, "files ({}):", c.files.len())?;
     for f in &c.files {
         writeln!(out, "  {} <- {}", f.path.display(), source(&f.source))?;
         let owner = f.owner.map_or_else(|| "-".to_owned(), |u| u.to_string());
         let group = f.group.map_or_else(|| "-".to_owned(), |g| g.to_string());
-        write!(out, "      mode {:04o}, owner {owner}, group {group}, dir_mode {:04o}", f.mode, f.dir_mode)?;
+        write!(
+            out,
+            "      mode {:04o}, owner {owner}, group {group}, dir_mode {:04o}",
+            f.mode, f.dir_mode
+        )?;
         match &f.on_change {
             Some(cmd) => writeln!(out, ", on_change: {cmd}")?,
             None => writeln!(out)?,
@@ -92,7 +100,11 @@ fn write_auth(out: &mut String, c: &Config) -> std::fmt::Result {
         }
     }
     if let Some(d) = &auth.test_arc_token_dir {
-        writeln!(out, "  insecure_test_arc_token_dir (TEST ONLY): {}", d.display())?;
+        writeln!(
+            out,
+            "  insecure_test_arc_token_dir (TEST ONLY): {}",
+            d.display()
+        )?;
     }
     Ok(())
 }

@@ -7,7 +7,10 @@ use url::Url;
 pub const KNOWN_SUFFIXES: &[(&str, &str)] = &[
     (".vault.azure.net", "https://vault.azure.net"),
     (".vault.azure.cn", "https://vault.azure.cn"),
-    (".vault.usgovcloudapi.net", "https://vault.usgovcloudapi.net"),
+    (
+        ".vault.usgovcloudapi.net",
+        "https://vault.usgovcloudapi.net",
+    ),
     (".managedhsm.azure.net", "https://managedhsm.azure.net"),
 ];
 
