@@ -337,3 +337,109 @@ async fn cache_over_arc_fetches_once_for_concurrent_callers() {
     }
     assert_eq!(server.requests().len(), 2);
 }
+
+// ---- Against the emulator (kvsync-fake): the real challenge flow. ----
+
+mod emulator {
+    use super::*;
+    use kvsync::config::{AuthConfig, AuthMethod};
+    use kvsync::env::Env;
+    use kvsync_fake::{Emulator, Options};
+
+    fn arc_for(emu: &Emulator) -> ArcSource {
+        let auth = AuthConfig {
+            method: AuthMethod::Arc,
+            client_id: None,
+            object_id: None,
+            resource_id: None,
+            identity_endpoint: None,
+            imds_endpoint: None,
+            authority_host: None,
+            audience: None,
+            test_arc_token_dir: Some(emu.token_dir().to_owned()),
+        };
+        let env = Env::empty().with("IDENTITY_ENDPOINT", emu.himds_token_endpoint());
+        ArcSource::from_config(&auth, &env, kvsync::http::metadata_client().unwrap())
+            .unwrap()
+            .with_retry_policy(RetryPolicy::fast_for_tests(3))
+    }
+
+    #[tokio::test]
+    async fn challenge_flow_issues_a_token_with_claims() {
+        let emu = Emulator::start(Options::default()).await.unwrap();
+        let token = arc_for(&emu).fetch(AUDIENCE).await.unwrap();
+        let claims = kvsync::identity::claims::decode(token.token.expose_secret()).unwrap();
+        assert_eq!(
+            claims.oid.as_deref(),
+            Some(emu.identity().object_id.as_str())
+        );
+        assert_eq!(claims.aud.as_deref(), Some(AUDIENCE));
+        assert!(token.expires_on > std::time::SystemTime::now());
+        let c = emu.counters();
+        assert_eq!(
+            (c.himds_requests, c.himds_challenges, c.tokens_issued),
+            (2, 1, 1)
+        );
+    }
+
+    async fn expect_emulator_refusal(emu: &Emulator, realm: PathBuf) {
+        emu.set_challenge_path(Some(realm));
+        let err = arc_for(emu).fetch(AUDIENCE).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, IdentityError::ChallengeRefused { .. }),
+            "{msg}"
+        );
+        assert!(msg.contains("impersonating"), "{msg}");
+        assert_clean(&msg);
+        let c = emu.counters();
+        assert_eq!((c.himds_requests, c.tokens_issued), (1, 0), "no second GET");
+    }
+
+    #[tokio::test]
+    async fn emulator_challenge_naming_etc_shadow_is_refused() {
+        let emu = Emulator::start(Options::default()).await.unwrap();
+        expect_emulator_refusal(&emu, PathBuf::from("/etc/shadow")).await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn emulator_challenge_naming_a_symlink_is_refused() {
+        let emu = Emulator::start(Options::default()).await.unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let canary = outside.path().join("canary.txt");
+        write(&canary, CANARY.as_bytes());
+        let link = emu.token_dir().join("evil.key");
+        std::os::unix::fs::symlink(&canary, &link).unwrap();
+        expect_emulator_refusal(&emu, link).await;
+    }
+
+    #[tokio::test]
+    async fn emulator_traversal_is_refused() {
+        let emu = Emulator::start(Options::default()).await.unwrap();
+        let parent = emu.token_dir().parent().unwrap().to_owned();
+        write(&parent.join("x.key"), CANARY.as_bytes());
+        expect_emulator_refusal(&emu, emu.token_dir().join("..").join("x.key")).await;
+    }
+
+    #[tokio::test]
+    async fn himds_down_means_not_running() {
+        let emu = Emulator::start(Options::default()).await.unwrap();
+        emu.set_himds_down(true).await.unwrap();
+        let err = arc_for(&emu).fetch(AUDIENCE).await.unwrap_err();
+        assert!(matches!(err, IdentityError::ArcNotRunning { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn himds_transient_fault_is_retried() {
+        let emu = Emulator::start(Options::default()).await.unwrap();
+        emu.push_fault(kvsync_fake::Fault {
+            service: kvsync_fake::Service::Himds,
+            status: 503,
+            times: 1,
+            ..Default::default()
+        });
+        arc_for(&emu).fetch(AUDIENCE).await.unwrap();
+        assert_eq!(emu.counters().tokens_issued, 1);
+    }
+}

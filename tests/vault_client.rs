@@ -459,6 +459,21 @@ async fn list_is_bounded_and_stays_on_the_vault() {
 }
 
 #[tokio::test]
+async fn list_that_never_ends_is_cut_off() {
+    let s = setup(|req, _| {
+        let host = req.header("host").unwrap().to_owned();
+        Response::new(
+            200,
+            format!(r#"{{"value":[],"nextLink":"http://{host}/secrets?$skiptoken=again"}}"#),
+        )
+    })
+    .await;
+    let err = s.client.list_secrets(&s.vault).await.unwrap_err();
+    assert!(err.to_string().contains("pages"), "{err}");
+    assert_eq!(s.server.requests().len(), kvsync::vault::MAX_LIST_PAGES);
+}
+
+#[tokio::test]
 async fn list_forbidden_is_distinguishable() {
     let s = setup(|_, _| kv_error(403, "Forbidden", Some("ForbiddenByRbac"))).await;
     let err = s.client.list_secrets(&s.vault).await.unwrap_err();
@@ -466,3 +481,8 @@ async fn list_forbidden_is_distinguishable() {
     assert!(matches!(err, VaultError::ListForbidden { .. }), "{msg}");
     assert!(msg.contains(OID), "{msg}");
 }
+
+// ---- Against the emulator (kvsync-fake): real HTTPS, real HIMDS flow. ----
+
+#[path = "vault/emulator.rs"]
+mod emulator;
