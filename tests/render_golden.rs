@@ -143,6 +143,12 @@ fn cert() -> CertMaterial {
         subject: "CN=www.example.test".into(),
         sans: vec!["www.example.test".into(), "example.test".into()],
         serial: "0a1b".into(),
+        issuer: "CN=Example Issuing CA".into(),
+        // 2026-01-01T00:00:00Z, as `not_after`.
+        not_after_unix: 1_767_225_600,
+        key_algorithm: "EC P-256".into(),
+        leaf_der: Vec::new(),
+        chain_der: Vec::new(),
     }
 }
 
