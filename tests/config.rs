@@ -2,6 +2,8 @@
 //! file, line, column and key; all problems are reported at once; examples in
 //! config/ parse; relative paths resolve against the config's directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests write fixture files directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -128,6 +130,12 @@ fn missing_path() {
 }
 
 #[test]
+fn path_naming_a_directory() {
+    let t = with_vault("[[file]]\npath = \"/etc/nginx/\"\ncontents = \"a\"\n");
+    assert_diag(&t, "file[0].path", 3, "directory");
+}
+
+#[test]
 fn format_without_secret() {
     let t = with_vault("[[file]]\npath = \"/x\"\ncontents = \"a\"\nformat = \"pem\"\n");
     assert_diag(&t, "file[0].format", 5, "only with secret");
@@ -202,6 +210,12 @@ fn bad_secret_name() {
 fn bad_alias_name() {
     let t = with_vault("[secrets]\n\"db-password\" = \"psql-password\"\n");
     assert_diag(&t, "secrets.db-password", 3, "identifier");
+}
+
+#[test]
+fn secret_table_without_name() {
+    let t = with_vault("[secrets]\ndb = { version = \"0f3e5a6b7c8d9e0f1a2b3c4d5e6f7a8b\" }\n");
+    assert_diag(&t, "secrets.db", 3, "missing name");
 }
 
 #[test]
@@ -629,4 +643,29 @@ fn demo_config_values() {
     assert!(
         matches!(&c.files[1].source, FileSource::Template(p) if *p == root.join("templates/app.env.tera"))
     );
+}
+
+#[test]
+fn check_command_reports_diagnostics_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "vault = \"https://kv.vault.azure.net\"\n[agent]\nconcurrency = 0\n",
+    )
+    .unwrap();
+    let out = assert_cmd::Command::cargo_bin("kvsync")
+        .unwrap()
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let expected = format!(
+        "{}:3:15: agent.concurrency: expected an integer from 1 to 64",
+        path.display()
+    );
+    assert_eq!(stderr.trim_end(), expected);
+    assert!(out.stdout.is_empty());
 }

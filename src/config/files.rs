@@ -86,6 +86,18 @@ impl FileCx<'_> {
                 );
                 None
             }
+            Some(v)
+                if v.get_ref().ends_with('/')
+                    || v.get_ref().ends_with("/.")
+                    || v.get_ref().ends_with("/..") =>
+            {
+                p.at(
+                    v,
+                    self.k("path"),
+                    "expected a file path, found a directory (trailing /)",
+                );
+                None
+            }
             Some(v) => Some(absolutize(base_dir, v.get_ref())),
         };
         let source = self.source(f, &agent.templates_dir, p);

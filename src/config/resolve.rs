@@ -12,7 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 use url::Url;
 
-use super::raw::{Problem, RawAgent, RawAuth, RawConfig, RawSecret, RawTls};
+use super::raw::{Problem, RawAgent, RawAlias, RawAuth, RawConfig, RawSecret, RawTls};
 use super::{
     AgentConfig, AuthConfig, AuthMethod, Config, DEFAULT_CONCURRENCY, DEFAULT_DEADLINE,
     DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER, LogFormat, SecretKind, SecretSpec,
@@ -121,18 +121,19 @@ fn positive(d: Duration, v: &Option<Spanned<String>>, key: &str, p: &mut Problem
     }
 }
 
+fn positive_duration(
+    v: &Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+    p: &mut Problems,
+) -> Duration {
+    let d = duration(v, key, default, p);
+    positive(d, v, key, p);
+    d
+}
+
 fn agent(raw: &RawAgent, base_dir: &Path, p: &mut Problems) -> AgentConfig {
-    let interval = duration(&raw.interval, "agent.interval", DEFAULT_INTERVAL, p);
-    positive(interval, &raw.interval, "agent.interval", p);
-    let deadline = duration(&raw.deadline, "agent.deadline", DEFAULT_DEADLINE, p);
-    positive(deadline, &raw.deadline, "agent.deadline", p);
-    let hook_timeout = duration(
-        &raw.hook_timeout,
-        "agent.hook_timeout",
-        DEFAULT_HOOK_TIMEOUT,
-        p,
-    );
-    positive(hook_timeout, &raw.hook_timeout, "agent.hook_timeout", p);
+    let default_templates = base_dir.join(DEFAULT_TEMPLATES_DIR);
     let templates_dir = match &raw.templates_dir {
         Some(d) if d.get_ref().trim().is_empty() => {
             p.at(
@@ -140,59 +141,69 @@ fn agent(raw: &RawAgent, base_dir: &Path, p: &mut Problems) -> AgentConfig {
                 "agent.templates_dir",
                 "expected a directory path, found an empty string",
             );
-            base_dir.join(DEFAULT_TEMPLATES_DIR)
+            default_templates
         }
         Some(d) => absolutize(base_dir, d.get_ref()),
-        None => base_dir.join(DEFAULT_TEMPLATES_DIR),
-    };
-    let log_format = raw
-        .log_format
-        .as_ref()
-        .and_then(|v| match v.get_ref().as_str() {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            _ => {
-                p.at(v, "agent.log_format", "expected \"text\" or \"json\"");
-                None
-            }
-        });
-    let listen = raw
-        .listen
-        .as_ref()
-        .and_then(|v| match v.get_ref().parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                p.at(
-                    v,
-                    "agent.listen",
-                    "expected an IP address and port, e.g. \"127.0.0.1:9464\"",
-                );
-                None
-            }
-        });
-    let concurrency = match &raw.concurrency {
-        None => DEFAULT_CONCURRENCY,
-        Some(v) => match usize::try_from(*v.get_ref()) {
-            Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => n,
-            _ => {
-                p.at(
-                    v,
-                    "agent.concurrency",
-                    format!("expected an integer from 1 to {MAX_CONCURRENCY}"),
-                );
-                DEFAULT_CONCURRENCY
-            }
-        },
+        None => default_templates,
     };
     AgentConfig {
-        interval,
+        interval: positive_duration(&raw.interval, "agent.interval", DEFAULT_INTERVAL, p),
         jitter: duration(&raw.jitter, "agent.jitter", DEFAULT_JITTER, p),
         templates_dir,
-        log_format,
-        listen,
-        deadline,
-        concurrency,
-        hook_timeout,
+        log_format: log_format(&raw.log_format, p),
+        listen: listen(&raw.listen, p),
+        deadline: positive_duration(&raw.deadline, "agent.deadline", DEFAULT_DEADLINE, p),
+        concurrency: concurrency(&raw.concurrency, p),
+        hook_timeout: positive_duration(
+            &raw.hook_timeout,
+            "agent.hook_timeout",
+            DEFAULT_HOOK_TIMEOUT,
+            p,
+        ),
+    }
+}
+
+fn log_format(v: &Option<Spanned<String>>, p: &mut Problems) -> Option<LogFormat> {
+    let v = v.as_ref()?;
+    match v.get_ref().as_str() {
+        "text" => Some(LogFormat::Text),
+        "json" => Some(LogFormat::Json),
+        _ => {
+            p.at(v, "agent.log_format", "expected \"text\" or \"json\"");
+            None
+        }
+    }
+}
+
+fn listen(v: &Option<Spanned<String>>, p: &mut Problems) -> Option<SocketAddr> {
+    let v = v.as_ref()?;
+    match v.get_ref().trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.at(
+                v,
+                "agent.listen",
+                "expected an IP address and port, e.g. \"127.0.0.1:9464\"",
+            );
+            None
+        }
+    }
+}
+
+fn concurrency(v: &Option<Spanned<i64>>, p: &mut Problems) -> usize {
+    let Some(v) = v else {
+        return DEFAULT_CONCURRENCY;
+    };
+    match usize::try_from(*v.get_ref()) {
+        Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => n,
+        _ => {
+            p.at(
+                v,
+                "agent.concurrency",
+                format!("expected an integer from 1 to {MAX_CONCURRENCY}"),
+            );
+            DEFAULT_CONCURRENCY
+        }
     }
 }
 
@@ -431,7 +442,7 @@ fn secrets(
         if !is_identifier(alias) {
             p.at(&entry.alias, &key, "an alias must be an identifier usable in templates: letters, digits and _, not starting with a digit");
         }
-        if let Some(spec) = secret(alias, &entry.secret, &key, default, auth, p) {
+        if let Some(spec) = secret(entry, &key, default, auth, p) {
             out.insert(alias.clone(), spec);
         }
     }
@@ -439,13 +450,13 @@ fn secrets(
 }
 
 fn secret(
-    alias: &str,
-    raw: &RawSecret,
+    entry: &RawAlias,
     key: &str,
     default: &DefaultVault,
     auth: &AuthConfig,
     p: &mut Problems,
 ) -> Option<SecretSpec> {
+    let raw = &entry.secret;
     let (name, version, vault, kind) = match raw {
         RawSecret::Name(n) => (Some(n), None, None, None),
         RawSecret::Table(t) => (
@@ -457,22 +468,45 @@ fn secret(
     };
     let name = match name {
         None => {
-            p.push(Problem::new(
-                None,
+            p.at(
+                &entry.alias,
                 key,
-                "missing name: write { name = \"<Key Vault secret name>\" }",
-            ));
+                "missing name: write { name = \"<Key Vault object name>\", ... }",
+            );
             None
         }
-        Some(n) => object_name(
-            n,
-            &format!("{key}.name"),
-            matches!(raw, RawSecret::Name(_)).then_some(key),
-            p,
-        ),
+        Some(n) => {
+            let short = matches!(raw, RawSecret::Name(_)).then_some(key);
+            object_name(n, &format!("{key}.name"), short, p)
+        }
     };
     let version = version.and_then(|v| object_version(v, &format!("{key}.version"), p));
-    let kind = match kind.map(|k| (k, k.get_ref().as_str())) {
+    let kind = secret_kind(kind, key, p);
+    let vault = match vault {
+        Some(v) => {
+            let url = https_url(v, &format!("{key}.vault"), p);
+            if let Some(u) = &url {
+                check_audience(u, v, &format!("{key}.vault"), auth, p);
+            }
+            url
+        }
+        None if !default.declared => {
+            p.at(&entry.alias, key, "no vault: set vault = \"https://...\" on this secret, or a top-level default vault");
+            None
+        }
+        None => default.url.clone(),
+    };
+    Some(SecretSpec {
+        alias: entry.alias.get_ref().clone(),
+        name: name?,
+        version,
+        vault: vault?,
+        kind,
+    })
+}
+
+fn secret_kind(kind: Option<&Spanned<String>>, key: &str, p: &mut Problems) -> SecretKind {
+    match kind.map(|k| (k, k.get_ref().as_str())) {
         None | Some((_, "secret")) => SecretKind::Secret,
         Some((_, "certificate")) => SecretKind::Certificate,
         Some((k, _)) => {
@@ -483,36 +517,7 @@ fn secret(
             );
             SecretKind::Secret
         }
-    };
-    let vault = match vault {
-        Some(v) => {
-            let url = https_url(v, &format!("{key}.vault"), p);
-            if let Some(u) = &url {
-                check_audience(u, v, &format!("{key}.vault"), auth, p);
-            }
-            url
-        }
-        None if !default.declared => {
-            let span = match raw {
-                RawSecret::Name(n) => Some(n.span()),
-                RawSecret::Table(t) => t.name.as_ref().map(|n| n.span()),
-            };
-            p.push(Problem::new(
-                span,
-                key,
-                "no vault: set vault = \"https://...\" on this secret or a top-level default vault",
-            ));
-            None
-        }
-        None => default.url.clone(),
-    };
-    Some(SecretSpec {
-        alias: alias.to_owned(),
-        name: name?,
-        version,
-        vault: vault?,
-        kind,
-    })
+    }
 }
 
 /// Key Vault object names: 1-127 of `[0-9a-zA-Z-]`.
