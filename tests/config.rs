@@ -669,3 +669,60 @@ fn check_command_reports_diagnostics_and_exits_2() {
     assert_eq!(stderr.trim_end(), expected);
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn demo_summary_is_pinned() {
+    let c = config::parse(
+        include_str!("../config/demo.toml"),
+        Path::new("/repo/config/demo.toml"),
+    )
+    .unwrap();
+    let s = config::summary(&c);
+    let expected = "\
+config:         /repo/config/demo.toml
+vault:          https://localhost:48443/
+agent:          interval 30s, jitter 2s, deadline 30s, concurrency 8, hook timeout 10s
+templates_dir:  /repo/templates
+auth:           method arc, audience https://vault.azure.net
+  identity_endpoint: http://127.0.0.1:48342/metadata/identity/oauth2/token
+  imds_endpoint: http://127.0.0.1:48342/
+  insecure_test_arc_token_dir (TEST ONLY): /repo/demo/out/tokens
+tls ca_file:    /repo/demo/out/ca.pem
+secrets (1):
+  db_password = secret psql-password (latest) in https://localhost:48443/
+files (2):
+  /repo/demo/out/files/pgpass <- template /repo/templates/pgpass.tera
+      mode 0600, owner -, group -, dir_mode 0755, on_change: echo kvsync: hook ran for $KVSYNC_CHANGED
+  /repo/demo/out/files/app.env <- template /repo/templates/app.env.tera
+      mode 0640, owner -, group -, dir_mode 0755, on_change: echo kvsync: hook ran for $KVSYNC_CHANGED
+";
+    assert_eq!(s, expected);
+}
+
+/// The TOML examples in docs/CONFIG.md, joined after a default vault, form
+/// a valid config: the reference cannot drift from the parser.
+#[test]
+fn config_reference_examples_parse() {
+    let doc = include_str!("../docs/CONFIG.md");
+    let mut text = String::from(VAULT);
+    let mut blocks = 0;
+    let mut in_block = false;
+    for line in doc.lines() {
+        match line.trim() {
+            "```toml" => {
+                in_block = true;
+                blocks += 1;
+            }
+            "```" => in_block = false,
+            _ if in_block => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(blocks >= 2, "expected TOML examples in docs/CONFIG.md");
+    let c = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(c.secrets.len(), 4);
+    assert_eq!(c.files.len(), 2);
+}

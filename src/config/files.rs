@@ -328,3 +328,34 @@ fn lookup(name: &str, kind: IdKind) -> Result<u32, String> {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mode;
+
+    #[test]
+    fn octal_modes() {
+        for (s, m) in [
+            ("0600", 0o600),
+            ("600", 0o600),
+            ("0o640", 0o640),
+            ("7777", 0o7777),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_mode(s), Some(m), "{s}");
+        }
+        for s in [
+            "",
+            "0o",
+            "8",
+            "0999",
+            "-600",
+            "10000",
+            "0x1ff",
+            "rw-------",
+            "06 00",
+        ] {
+            assert_eq!(parse_mode(s), None, "{s}");
+        }
+    }
+}

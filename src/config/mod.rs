@@ -281,3 +281,18 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (line, before[line_start..].chars().count() + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::line_col;
+
+    #[test]
+    fn line_col_is_one_based_and_counts_chars() {
+        let t = "ab\nçd = 1\n";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 3), (2, 1));
+        assert_eq!(line_col(t, 5), (2, 2)); // after the 2-byte 'ç'
+        assert_eq!(line_col(t, 4), (2, 1)); // inside 'ç': clamped to its start
+        assert_eq!(line_col(t, 999), (3, 1));
+    }
+}
