@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -53,6 +53,16 @@ pub struct Settings {
     pub challenge_path: Option<PathBuf>,
     /// The `compute` object of instance metadata.
     pub compute: Value,
+    /// Echo a user-assigned identity selector (`client_id`, `object_id`,
+    /// `msi_res_id`) in the token response, as Arc agents >= 1.67 do
+    /// (PROTOCOL.md §1). Off by default: older agents ignore it.
+    pub echo_selector: bool,
+    /// When set, Key Vault answers 400 to any other `api-version` (catches
+    /// clients that follow a `nextLink` without replacing its api-version).
+    pub vault_api_versions: Option<Vec<String>>,
+    /// Every list starts with an empty page whose `nextLink` is not null
+    /// (PROTOCOL.md §5: "a page may be empty while nextLink is not null").
+    pub empty_first_list_page: bool,
 }
 
 pub struct Shared {
@@ -61,8 +71,9 @@ pub struct Shared {
     pub tokens: Mutex<TokenIssuer>,
     pub faults: Mutex<FaultQueue>,
     pub counters: Mutex<Counters>,
-    /// Outstanding HIMDS challenges: key file contents → key file path.
-    pub challenges: Mutex<HashMap<String, PathBuf>>,
+    /// Outstanding HIMDS challenges: key file contents → (key file path,
+    /// when it was created).
+    pub challenges: Mutex<HashMap<String, (PathBuf, Instant)>>,
     pub token_dir: PathBuf,
     /// `https://localhost:Q`: the base of ids and nextLinks.
     pub vault_base: String,
@@ -100,6 +111,9 @@ impl Shared {
                 latency_kv: Duration::ZERO,
                 challenge_path: None,
                 compute: default_compute(),
+                echo_selector: false,
+                vault_api_versions: None,
+                empty_first_list_page: false,
             }),
             store: Mutex::new(Store::default()),
             tokens: Mutex::new(TokenIssuer::default()),
