@@ -27,6 +27,7 @@ pub mod env;
 pub mod hooks;
 pub mod http;
 pub mod identity;
+pub mod logging;
 pub mod render;
 pub mod secret;
 pub mod sync;
