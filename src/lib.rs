@@ -22,6 +22,7 @@
 pub mod certs;
 pub mod cli;
 pub mod commands;
+pub mod agent;
 pub mod config;
 pub mod env;
 pub mod hooks;

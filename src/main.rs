@@ -37,7 +37,31 @@ fn main() -> ExitCode {
                 commands::once::run(&engine, dry_run).await
             })
         }
-        Command::Run { .. } | Command::Whoami { .. } => {
+        Command::Run { config } => {
+            let path = commands::config_path(config.config.as_deref(), &env);
+            with_runtime(|| async {
+                let triggers = match kvsync::agent::signal_triggers() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("kvsync: cannot install signal handlers: {e}");
+                        return EXIT_SYNC_FAILED;
+                    }
+                };
+                let engine = match commands::engine(&path, &env) {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        eprintln!("kvsync: {e}");
+                        return e.exit_code();
+                    }
+                };
+                let format = cli_format
+                    .or(engine.config().agent.log_format)
+                    .unwrap_or(LogFormat::Text);
+                kvsync::logging::init(format, &env);
+                kvsync::agent::run(&path, &env, engine, triggers).await
+            })
+        }
+        Command::Whoami { .. } => {
             eprintln!("kvsync: this command is not available yet");
             commands::EXIT_USAGE
         }

@@ -120,6 +120,17 @@ impl Engine {
     /// Fetch every declared secret, at most `[agent] concurrency` at once.
     /// All failures are collected (one message per secret).
     pub async fn fetch_all(&self) -> Result<render::Context, SyncError> {
+        let (ctx, errors) = self.fetch_each().await;
+        if !errors.is_empty() {
+            return Err(SyncError::Fetch(errors));
+        }
+        Ok(ctx)
+    }
+
+    /// Fetch every declared secret; the context holds those that succeeded
+    /// (and the certificates that could be normalised), the list the
+    /// failures, sorted by alias.
+    pub async fn fetch_each(&self) -> (render::Context, Vec<(String, VaultError)>) {
         let concurrency = self.config.agent.concurrency.max(1);
         let specs: Vec<&SecretSpec> = self.config.secrets.values().collect();
         let results: Vec<(String, Result<SecretBundle, VaultError>)> =
@@ -144,16 +155,14 @@ impl Engine {
                 Err(e) => errors.push((alias, e)),
             }
         }
-        if !errors.is_empty() {
-            errors.sort_by(|a, b| a.0.cmp(&b.0));
-            return Err(SyncError::Fetch(errors));
-        }
-        self.add_certificates(&mut ctx)?;
-        Ok(ctx)
+        errors.sort_by(|a, b| a.0.cmp(&b.0));
+        (ctx, errors)
     }
 
-    /// Normalise the secrets of `type = "certificate"` entries.
-    fn add_certificates(&self, ctx: &mut render::Context) -> Result<(), SyncError> {
+    /// Normalise the secrets of `type = "certificate"` entries into
+    /// `ctx.certs`; returns one error per certificate that failed.
+    pub fn add_certificates(&self, ctx: &mut render::Context) -> Vec<SyncError> {
+        let mut errors = Vec::new();
         for spec in self.config.secrets.values() {
             if spec.kind != SecretKind::Certificate {
                 continue;
@@ -162,12 +171,17 @@ impl Engine {
                 continue;
             };
             let _ = bundle;
-            return Err(SyncError::Certificate {
+            errors.push(SyncError::Certificate {
                 alias: spec.alias.clone(),
                 message: "certificate objects are not supported yet".to_owned(),
             });
         }
-        Ok(())
+        errors
+    }
+
+    /// Render file number `index`.
+    pub fn render_one(&self, index: usize, ctx: &render::Context) -> Result<SecretBytes, RenderError> {
+        self.renderer.render(index, ctx)
     }
 
     /// Render every file; all failures are collected.
@@ -192,7 +206,11 @@ impl Engine {
     pub async fn once(&self, options: RoundOptions) -> Result<RoundReport, SyncError> {
         let deadline = self.config.agent.deadline;
         let rendered = tokio::time::timeout(deadline, async {
-            let ctx = self.fetch_all().await?;
+            let mut ctx = self.fetch_all().await?;
+            let cert_errors = self.add_certificates(&mut ctx);
+            if let Some(first) = cert_errors.into_iter().next() {
+                return Err(first);
+            }
             self.render_all(&ctx)
         })
         .await
@@ -205,7 +223,8 @@ impl Engine {
         Ok(RoundReport { files, hooks_run })
     }
 
-    fn target(&self, index: usize) -> Target {
+    /// Where and how file number `index` is written.
+    pub fn target(&self, index: usize) -> Target {
         let spec = &self.config.files[index];
         Target {
             path: spec.path.clone(),
