@@ -153,6 +153,13 @@ impl Agent {
     /// delay before the next one.
     fn after_round(&mut self, outcome: &round::RoundOutcome) -> std::time::Duration {
         let state = outcome.state_key();
+        tracing::info!(
+            ok = outcome.ok(),
+            files_written = outcome.files_written,
+            hooks_run = outcome.hooks_run,
+            failures = outcome.failures.len(),
+            "round complete"
+        );
         if outcome.ok() {
             self.metrics.round("ok");
             self.health.success();

@@ -116,3 +116,96 @@ pub fn temp_leftovers(dir: &Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A running `kvsync run` whose stderr is read line by line, so tests wait
+/// for log events instead of sleeping.
+pub struct Agent {
+    pub child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Harness {
+    pub fn spawn_agent(&self, config: &Path, extra_env: &[(&str, &str)]) -> Agent {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvsync"));
+        cmd.args(["run", "-c", config.to_str().unwrap()])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("KVSYNC_LOG", "debug")
+            .current_dir(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn kvsync run");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Agent {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+}
+
+impl Agent {
+    /// Wait (bounded) for a log line containing `needle`; returns it.
+    pub async fn wait_for(&mut self, needle: &str, timeout: std::time::Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Ok(None) => panic!("agent exited before logging {needle:?}; log:\n{}", self.log.join("\n")),
+                Err(_) => panic!("timed out waiting for {needle:?}; log:\n{}", self.log.join("\n")),
+            }
+        }
+    }
+
+    /// Wait for the next "round complete" line.
+    pub async fn round(&mut self) -> String {
+        self.wait_for("round complete", std::time::Duration::from_secs(60)).await
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().expect("running") as i32);
+        nix::sys::signal::kill(pid, sig).expect("kill");
+    }
+
+    /// Send SIGTERM and wait (bounded) for exit; returns the exit code and
+    /// drains the rest of the log.
+    pub async fn terminate(self) -> (Option<i32>, Vec<String>) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.terminate_after_signal().await
+    }
+
+    /// Wait (bounded) for exit after a signal was sent.
+    pub async fn terminate_after_signal(mut self) -> (Option<i32>, Vec<String>) {
+        let status = tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("agent exits within 30 s of SIGTERM")
+            .expect("wait");
+        while let Ok(Some(line)) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), self.lines.recv()).await
+        {
+            self.log.push(line);
+        }
+        (status.code(), self.log)
+    }
+}
