@@ -42,7 +42,10 @@ impl Env {
 
     /// A variable's value; empty values count as unset.
     pub fn var(&self, key: &str) -> Option<&str> {
-        self.vars.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     pub fn arc_agent_installed(&self) -> bool {

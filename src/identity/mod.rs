@@ -7,7 +7,9 @@
 pub mod arc;
 pub mod audience;
 pub mod cache;
+pub mod challenge;
 pub mod claims;
+pub mod token;
 
 use std::sync::Arc;
 use std::time::SystemTime;
