@@ -3,13 +3,13 @@
 //! for fixed sleeps, and assert on files, hook runs and request counters.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+mod harness;
 
 use std::time::{Duration, Instant};
 
 use kvsync_fake::{Fault, Service};
 use nix::sys::signal::Signal;
-use support::{Harness, read, stamp, temp_leftovers};
+use harness::{Harness, read, stamp, temp_leftovers};
 
 const SECS_60: Duration = Duration::from_secs(60);
 

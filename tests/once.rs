@@ -2,10 +2,10 @@
 //! emulator (Arc HIMDS challenge flow + Key Vault over HTTPS).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+mod harness;
 
 use kvsync_fake::{Fault, Service};
-use support::{Harness, mode, read, stamp, stderr, stdout, temp_leftovers};
+use harness::{Harness, mode, read, stamp, stderr, stdout, temp_leftovers};
 
 const CANARY_A: &str = "canary-A-7f3e9b1c";
 const CANARY_B: &str = "canary-B-0d2c4a8e";

@@ -11,8 +11,6 @@
 //! Used in-process by the tests ([`Emulator::start`]) and standalone by the
 //! `kvsync-fake` binary (demo, benchmarks), which adds an admin HTTP API.
 //!
-//! (Skeleton: signatures agreed between modules; bodies to be filled in.)
-//!
 //! # Agreed in-process API (helpers code against this; extend, don't break)
 //!
 //! ```ignore
@@ -44,3 +42,318 @@
 //! Issued access tokens are JWT-shaped (header.payload.signature, base64url)
 //! with `oid`, `tid`, `appid`, `aud`, `exp` claims; Key Vault accepts only
 //! tokens it issued, unexpired, with `aud` equal to its audience.
+//!
+//! # Extensions beyond the agreed API
+//!
+//! * [`Emulator::set_himds_down`]: `true` closes the HIMDS listener (new
+//!   connections are REFUSED, open ones dropped); `false` listens again on
+//!   the same port.
+//! * Hanging Key Vault: [`Fault::hang`] (the next N requests get no answer
+//!   for an hour), or a long [`Emulator::set_latency`] for every request.
+//! * [`Fault::inner_code`]; a 403 fault whose `code` is a reason such as
+//!   `ForbiddenByRbac` is sent as code `Forbidden` + innererror (as Azure).
+//! * [`Emulator::issue_token`] (a valid token without the HIMDS dance),
+//!   [`Emulator::invalidate_tokens`], [`Emulator::set_instance`],
+//!   [`Emulator::clear_faults`], [`Emulator::identity`].
+//!
+//! GET of a secret without a version returns the NEWEST version; if that
+//! version is disabled the answer is 403 `Forbidden`/`SecretDisabled`, as on
+//! Azure (it does not fall back to an older enabled version).
+
+// Handlers return early with a ready `Response` as the `Err` of a
+// `Result`; its size does not matter on these cold paths.
+#![allow(clippy::result_large_err)]
+
+mod admin;
+mod faults;
+mod himds;
+mod server;
+mod state;
+mod store;
+mod tls;
+mod tokens;
+mod vault;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+pub use faults::{Fault, HANG_DELAY, Service};
+pub use state::Counters;
+pub use store::SecretOptions;
+pub use tokens::{DEFAULT_TOKEN_LIFETIME, Identity};
+pub use vault::MAX_RESULTS;
+
+use server::Server;
+use state::{Shared, lock};
+
+/// The Key Vault audience of the public cloud (PROTOCOL.md §5).
+pub const DEFAULT_VAULT_AUDIENCE: &str = "https://vault.azure.net";
+
+/// How to start an [`Emulator`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// HIMDS port on 127.0.0.1; 0 = any free port.
+    pub himds_port: u16,
+    /// Key Vault port on 127.0.0.1; 0 = any free port.
+    pub vault_port: u16,
+    /// Where `ca.pem` and `tokens/` go; `None` = a private temp dir removed
+    /// when the emulator is dropped.
+    pub state_dir: Option<PathBuf>,
+    /// The audience Key Vault accepts.
+    pub vault_audience: String,
+    pub identity: Identity,
+    pub token_lifetime: Duration,
+    /// Serve the admin API (`/admin/...`) on the HIMDS port (the binary does).
+    pub admin_api: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            himds_port: 0,
+            vault_port: 0,
+            state_dir: None,
+            vault_audience: DEFAULT_VAULT_AUDIENCE.to_owned(),
+            identity: Identity::default(),
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            admin_api: false,
+        }
+    }
+}
+
+/// A running emulator: HIMDS on plain HTTP and Key Vault on HTTPS, both on
+/// 127.0.0.1. Dropping it stops both servers.
+#[derive(Debug)]
+pub struct Emulator {
+    shared: Arc<Shared>,
+    himds: Server,
+    vault: Server,
+    ca_pem: String,
+    ca_file: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+impl Emulator {
+    /// Generates the test PKI, creates the state dir and binds both servers.
+    pub async fn start(opts: Options) -> anyhow::Result<Self> {
+        let (temp, dir) = match &opts.state_dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("kvsync-fake-")
+                    .tempdir()
+                    .context("creating a temp dir")?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let token_dir = dir.join("tokens");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&token_dir)
+            .with_context(|| format!("creating token dir {}", token_dir.display()))?;
+        let pki = tls::TestPki::generate()?;
+        let ca_file = dir.join("ca.pem");
+        write_public(&ca_file, pki.ca_pem().as_bytes())
+            .with_context(|| format!("writing {}", ca_file.display()))?;
+
+        // Bind the vault first: its URL is the base of ids and nextLinks.
+        let vault_listener =
+            tokio::net::TcpListener::bind(SocketAddr::new(LOOPBACK, opts.vault_port))
+                .await
+                .with_context(|| format!("binding the Key Vault port {}", opts.vault_port))?;
+        let vault_addr = vault_listener.local_addr()?;
+        drop(vault_listener);
+        let vault_base = format!("https://localhost:{}", vault_addr.port());
+        let shared = Arc::new(Shared::new(
+            token_dir,
+            vault_base,
+            opts.vault_audience.clone(),
+        ));
+        {
+            let mut t = lock(&shared.tokens);
+            t.identity = opts.identity.clone();
+            t.lifetime = opts.token_lifetime;
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config()?);
+        let vault = Server::bind(vault_addr, vault::router(shared.clone()), Some(acceptor))
+            .await
+            .with_context(|| format!("binding the Key Vault port {}", vault_addr.port()))?;
+        let mut himds_router = himds::router(shared.clone());
+        if opts.admin_api {
+            himds_router = himds_router.merge(admin::router(shared.clone()));
+        }
+        let himds = Server::bind(
+            SocketAddr::new(LOOPBACK, opts.himds_port),
+            himds_router,
+            None,
+        )
+        .await
+        .with_context(|| format!("binding the HIMDS port {}", opts.himds_port))?;
+        Ok(Self {
+            shared,
+            himds,
+            vault,
+            ca_pem: pki.ca_pem().to_owned(),
+            ca_file,
+            _temp: temp,
+        })
+    }
+
+    /// `http://127.0.0.1:P/metadata/identity/oauth2/token` (IDENTITY_ENDPOINT).
+    pub fn himds_token_endpoint(&self) -> String {
+        format!("{}{}", self.himds_base(), himds::TOKEN_PATH)
+    }
+
+    /// `http://127.0.0.1:P` (IMDS_ENDPOINT for Arc).
+    pub fn himds_base(&self) -> String {
+        format!("http://{}", self.himds.local_addr())
+    }
+
+    pub fn himds_addr(&self) -> SocketAddr {
+        self.himds.local_addr()
+    }
+
+    /// `https://localhost:Q` (certificate SANs: localhost, 127.0.0.1).
+    pub fn vault_url(&self) -> String {
+        self.shared.vault_base.clone()
+    }
+
+    pub fn vault_addr(&self) -> SocketAddr {
+        self.vault.local_addr()
+    }
+
+    /// The test root CA, PEM.
+    pub fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    /// The test root CA written to `<state dir>/ca.pem`.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// Where challenge `.key` files are created.
+    pub fn token_dir(&self) -> &Path {
+        &self.shared.token_dir
+    }
+
+    /// Adds a new version; returns its id (32 lowercase hex).
+    pub fn set_secret(&self, name: &str, value: &str) -> String {
+        self.set_secret_with(name, value, SecretOptions::default())
+    }
+
+    pub fn set_secret_with(&self, name: &str, value: &str, opts: SecretOptions) -> String {
+        lock(&self.shared.store).set(name, value, opts)
+    }
+
+    /// Returns false if there is no such secret version.
+    pub fn set_version_enabled(&self, name: &str, version: &str, enabled: bool) -> bool {
+        lock(&self.shared.store).set_enabled(name, version, enabled)
+    }
+
+    /// Removes a secret and all its versions (GET then answers 404).
+    pub fn delete_secret(&self, name: &str) -> bool {
+        lock(&self.shared.store).delete(name)
+    }
+
+    pub fn push_fault(&self, fault: Fault) {
+        lock(&self.shared.faults).push(fault);
+    }
+
+    /// Faults still queued (not yet fully consumed).
+    pub fn pending_faults(&self) -> usize {
+        lock(&self.shared.faults).len()
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
+    /// `Some(p)`: HIMDS challenges name `p` (no key file is created) and
+    /// every key is rejected. `None`: normal challenges.
+    pub fn set_challenge_path(&self, path: Option<PathBuf>) {
+        lock(&self.shared.settings).challenge_path = path;
+    }
+
+    pub fn set_identity(&self, identity: Identity) {
+        lock(&self.shared.tokens).identity = identity;
+    }
+
+    pub fn identity(&self) -> Identity {
+        lock(&self.shared.tokens).identity.clone()
+    }
+
+    /// Lifetime of tokens issued from now on.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        lock(&self.shared.tokens).lifetime = lifetime;
+    }
+
+    /// Issues a token directly (counted in `tokens_issued`).
+    pub fn issue_token(&self, resource: &str) -> String {
+        let token = lock(&self.shared.tokens).issue(resource);
+        self.shared.bump(|c| c.tokens_issued += 1);
+        token.access_token
+    }
+
+    /// Key Vault rejects every token issued so far (401).
+    pub fn invalidate_tokens(&self) {
+        lock(&self.shared.tokens).invalidate_all();
+    }
+
+    /// Sets the `compute` object of instance metadata.
+    pub fn set_instance(&self, compute: serde_json::Value) {
+        lock(&self.shared.settings).compute = compute;
+    }
+
+    /// Applied once per request, before authentication.
+    pub fn set_latency(&self, service: Service, latency: Duration) {
+        self.shared.set_latency(service, latency);
+    }
+
+    /// `true`: stop listening on the HIMDS port (connections refused, open
+    /// ones dropped); `false`: listen again on the same port.
+    pub async fn set_himds_down(&self, down: bool) -> std::io::Result<()> {
+        if down {
+            self.himds.stop().await;
+            Ok(())
+        } else {
+            self.himds.start().await
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        lock(&self.shared.counters).clone()
+    }
+
+    pub fn reset_counters(&self) {
+        *lock(&self.shared.counters) = Counters::default();
+    }
+
+    /// Stops both servers (also done on drop).
+    pub async fn shutdown(self) {
+        self.himds.stop().await;
+        self.vault.stop().await;
+    }
+}
+
+/// Writes (or replaces) a world-readable file such as `ca.pem`.
+fn write_public(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}

@@ -446,4 +446,29 @@ mod tests {
         assert!(next_url(&v, "https://evil.example.com/secrets?x").is_err());
         assert!(next_url(&v, "http://v.vault.azure.net/secrets").is_err());
     }
+
+    #[test]
+    fn forbidden_message_is_pinned() {
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"oid":"0a1b2c3d-0000-4000-8000-00000000abcd"}"#);
+        let token = AccessToken {
+            token: format!("e30.{payload}.sig").into(),
+            expires_on: std::time::SystemTime::now(),
+        };
+        let err = map_get_failure(
+            "v.vault.azure.net",
+            "db-password",
+            None,
+            Failure {
+                status: reqwest::StatusCode::FORBIDDEN,
+                codes: vec!["Forbidden".into(), "ForbiddenByRbac".into()],
+                token,
+            },
+        );
+        assert_eq!(
+            err.to_string(),
+            "vault v.vault.azure.net: access to secret 'db-password' denied (HTTP 403 Forbidden/ForbiddenByRbac) for identity 0a1b2c3d-0000-4000-8000-00000000abcd: grant it the role 'Key Vault Secrets User' on the vault (or an access policy with secret Get)"
+        );
+    }
 }

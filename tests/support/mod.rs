@@ -1,211 +1,151 @@
-//! Test harness: an in-process Azure emulator plus a scratch directory, a
-//! config writer that points every endpoint at the emulator, and a runner for
-//! the real `kvsync` binary.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! A tiny scripted HTTP/1.1 server on 127.0.0.1 for the cases the emulator
+//! cannot produce (a malicious "HIMDS" naming arbitrary files, odd header
+//! spellings). Each request is recorded; the handler picks the answer.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use kvsync_fake::{Emulator, Options};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
-pub struct Harness {
-    pub emu: Emulator,
-    pub dir: tempfile::TempDir,
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub target: String,
+    /// Header names as sent (lowercased), values as sent.
+    pub headers: Vec<(String, String)>,
+    pub at: Instant,
 }
 
-impl Harness {
-    pub async fn new() -> Self {
-        let emu = Emulator::start(Options::default()).await.expect("emulator starts");
-        let dir = tempfile::tempdir().expect("tempdir");
-        Self { emu, dir }
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
+}
 
-    pub fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
+pub struct Response {
+    pub status: u16,
+    /// Raw header lines, name spelled as given.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Wait this long before answering (timeout tests).
+    pub delay: Option<std::time::Duration>,
+}
 
-    /// The `vault`, `[auth]` and `[tls]` sections pointing at the emulator.
-    pub fn header(&self) -> String {
-        format!(
-            r#"vault = "{vault}"
-
-[auth]
-method = "arc"
-identity_endpoint = "{himds}"
-audience = "https://vault.azure.net"
-insecure_test_arc_token_dir = "{tokens}"
-
-[tls]
-ca_file = "{ca}"
-"#,
-            vault = self.emu.vault_url(),
-            himds = self.emu.himds_token_endpoint(),
-            tokens = self.emu.token_dir().display(),
-            ca = self.emu.ca_file().display(),
-        )
-    }
-
-    /// Write `kvsync.toml` = header + `body` into the scratch dir.
-    pub fn write_config(&self, body: &str) -> PathBuf {
-        let path = self.path("kvsync.toml");
-        let text = format!("{}\n{}", self.header(), body);
-        #[allow(clippy::disallowed_methods)]
-        std::fs::write(&path, text).expect("write config");
-        path
-    }
-
-    /// Run the kvsync binary with a clean environment (no Azure variables
-    /// leak in from the host) and the given args.
-    pub async fn kvsync(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvsync"));
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .current_dir(self.dir.path());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
+impl Response {
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            headers: vec![],
+            body: body.into(),
+            delay: None,
         }
-        let fut = cmd.output();
-        // Bounded: no test run of kvsync may hang.
-        tokio::time::timeout(std::time::Duration::from_secs(120), fut)
-            .await
-            .expect("kvsync finished within 120 s")
-            .expect("kvsync ran")
     }
-
-    pub async fn once(&self, config: &Path, extra: &[&str]) -> Output {
-        let mut args = vec!["once", "-c", config.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        self.kvsync(&args, &[]).await
+    pub fn delayed(mut self, d: std::time::Duration) -> Self {
+        self.delay = Some(d);
+        self
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
     }
 }
 
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
+type Handler = Arc<dyn Fn(&Request, usize) -> Response + Send + Sync>;
+
+pub struct MockServer {
+    pub base: String,
+    pub requests: Arc<Mutex<Vec<Request>>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-pub fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// (inode, mtime in ns) of a file.
-pub fn stamp(path: &Path) -> (u64, i128) {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).expect("metadata");
-    (m.ino(), m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128)
-}
-
-pub fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).expect("metadata").permissions().mode() & 0o7777
-}
-
-/// Names in `dir` that look like leftover temp files.
-pub fn temp_leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with('.') || n.contains(".tmp") || n.contains("kvsync"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A running `kvsync run` whose stderr is read line by line, so tests wait
-/// for log events instead of sleeping.
-pub struct Agent {
-    pub child: tokio::process::Child,
-    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
-    pub log: Vec<String>,
-}
-
-impl Harness {
-    pub fn spawn_agent(&self, config: &Path, extra_env: &[(&str, &str)]) -> Agent {
-        use tokio::io::AsyncBufReadExt;
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvsync"));
-        cmd.args(["run", "-c", config.to_str().unwrap()])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("KVSYNC_LOG", "debug")
-            .current_dir(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn kvsync run");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
+impl MockServer {
+    /// `handler(request, index)` answers request number `index` (0-based).
+    pub async fn start(
+        handler: impl Fn(&Request, usize) -> Response + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let handler: Handler = Arc::new(handler);
+        let reqs = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = stream.set_nodelay(true);
+                let (reqs, handler) = (reqs.clone(), handler.clone());
+                tokio::spawn(async move {
+                    let Some(req) = read_request(&mut stream).await else {
+                        return;
+                    };
+                    let index = {
+                        let mut r = reqs.lock().unwrap();
+                        r.push(req.clone());
+                        r.len() - 1
+                    };
+                    let resp = handler(&req, index);
+                    if let Some(d) = resp.delay {
+                        tokio::time::sleep(d).await;
+                    }
+                    let mut out = format!("HTTP/1.1 {} X\r\n", resp.status);
+                    for (k, v) in &resp.headers {
+                        out.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    out.push_str(&format!(
+                        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        resp.body.len()
+                    ));
+                    let mut bytes = out.into_bytes();
+                    bytes.extend_from_slice(&resp.body);
+                    let _ = stream.write_all(&bytes).await;
+                    let _ = stream.shutdown().await;
+                });
             }
         });
-        Agent {
-            child,
-            lines,
-            log: Vec::new(),
+        Self {
+            base,
+            requests,
+            task,
         }
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
     }
 }
 
-impl Agent {
-    /// Wait (bounded) for a log line containing `needle`; returns it.
-    pub async fn wait_for(&mut self, needle: &str, timeout: std::time::Duration) -> String {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Ok(None) => panic!("agent exited before logging {needle:?}; log:\n{}", self.log.join("\n")),
-                Err(_) => panic!("timed out waiting for {needle:?}; log:\n{}", self.log.join("\n")),
-            }
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Request> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() > 64 * 1024 {
+            return None;
         }
+        buf.extend_from_slice(&chunk[..n]);
     }
-
-    /// Wait for the next "round complete" line.
-    pub async fn round(&mut self) -> String {
-        self.wait_for("round complete", std::time::Duration::from_secs(60)).await
-    }
-
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id().expect("running") as i32);
-        nix::sys::signal::kill(pid, sig).expect("kill");
-    }
-
-    /// Send SIGTERM and wait (bounded) for exit; returns the exit code and
-    /// drains the rest of the log.
-    pub async fn terminate(self) -> (Option<i32>, Vec<String>) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        self.terminate_after_signal().await
-    }
-
-    /// Wait (bounded) for exit after a signal was sent.
-    pub async fn terminate_after_signal(mut self) -> (Option<i32>, Vec<String>) {
-        let status = tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("agent exits within 30 s of SIGTERM")
-            .expect("wait");
-        while let Ok(Some(line)) =
-            tokio::time::timeout(std::time::Duration::from_secs(5), self.lines.recv()).await
-        {
-            self.log.push(line);
-        }
-        (status.code(), self.log)
-    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = text.split("\r\n");
+    let target = lines.next()?.split(' ').nth(1)?.to_owned();
+    let headers = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Some(Request {
+        target,
+        headers,
+        at: Instant::now(),
+    })
 }

@@ -1,0 +1,170 @@
+//! The emulator's shared state: the secret store, issued tokens, outstanding
+//! HIMDS challenges, scripted faults, latency, settings and counters. One
+//! `Arc<Shared>` is shared by both servers and the [`crate::Emulator`]
+//! handle.
+//!
+//! Invariants: every lock is a short, synchronous critical section (never
+//! held across an `.await`); a poisoned lock is recovered (a panicking test
+//! thread must not wedge the emulator).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::faults::{Fault, FaultQueue, Service};
+use crate::store::Store;
+use crate::tokens::TokenIssuer;
+
+/// Request counters. `by_path` counts requests per URL path (no query) on
+/// both services (admin requests are not counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Every request to the HIMDS port (token and instance metadata).
+    pub himds_requests: u64,
+    /// 401 challenges sent (each created a `.key` file, or named the
+    /// `set_challenge_path` file).
+    pub himds_challenges: u64,
+    /// Access tokens issued (all token endpoints).
+    pub tokens_issued: u64,
+    /// Every request to the Key Vault port.
+    pub kv_requests: u64,
+    /// Authorized single-secret GETs (`/secrets/{name}[/{version}]`), whatever
+    /// their outcome (200, 403 disabled, 404).
+    pub kv_gets: u64,
+    /// Authorized list requests (`/secrets`, `/secrets/{name}/versions`),
+    /// one per page.
+    pub kv_lists: u64,
+    /// Key Vault 401 answers (missing, unknown, expired or wrong-audience token).
+    pub kv_unauthorized: u64,
+    pub by_path: BTreeMap<String, u64>,
+}
+
+/// Mutable settings.
+#[derive(Debug)]
+pub struct Settings {
+    pub latency_himds: Duration,
+    pub latency_kv: Duration,
+    /// When set, HIMDS challenges name this path and create no key file; every
+    /// `Authorization` is then rejected (attack tests).
+    pub challenge_path: Option<PathBuf>,
+    /// The `compute` object of instance metadata.
+    pub compute: Value,
+}
+
+pub struct Shared {
+    pub settings: Mutex<Settings>,
+    pub store: Mutex<Store>,
+    pub tokens: Mutex<TokenIssuer>,
+    pub faults: Mutex<FaultQueue>,
+    pub counters: Mutex<Counters>,
+    /// Outstanding HIMDS challenges: key file contents → key file path.
+    pub challenges: Mutex<HashMap<String, PathBuf>>,
+    pub token_dir: PathBuf,
+    /// `https://localhost:Q`: the base of ids and nextLinks.
+    pub vault_base: String,
+    /// The audience Key Vault accepts, e.g. `https://vault.azure.net`.
+    pub vault_audience: String,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("token_dir", &self.token_dir)
+            .field("vault_base", &self.vault_base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks a mutex, recovering from poisoning.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Shared {
+    pub fn new(token_dir: PathBuf, vault_base: String, vault_audience: String) -> Self {
+        Self {
+            settings: Mutex::new(Settings {
+                latency_himds: Duration::ZERO,
+                latency_kv: Duration::ZERO,
+                challenge_path: None,
+                compute: default_compute(),
+            }),
+            store: Mutex::new(Store::default()),
+            tokens: Mutex::new(TokenIssuer::default()),
+            faults: Mutex::new(FaultQueue::default()),
+            counters: Mutex::new(Counters::default()),
+            challenges: Mutex::new(HashMap::new()),
+            token_dir,
+            vault_base,
+            vault_audience,
+        }
+    }
+
+    pub fn count_request(&self, service: Service, path: &str) {
+        let mut c = lock(&self.counters);
+        match service {
+            Service::Himds => c.himds_requests += 1,
+            Service::KeyVault => c.kv_requests += 1,
+        }
+        *c.by_path.entry(path.to_owned()).or_insert(0) += 1;
+    }
+
+    /// Applies `f` to the counters under the lock.
+    pub fn bump(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut lock(&self.counters));
+    }
+
+    pub fn latency(&self, service: Service) -> Duration {
+        let s = lock(&self.settings);
+        match service {
+            Service::Himds => s.latency_himds,
+            Service::KeyVault => s.latency_kv,
+        }
+    }
+
+    pub fn set_latency(&self, service: Service, latency: Duration) {
+        let mut s = lock(&self.settings);
+        match service {
+            Service::Himds => s.latency_himds = latency,
+            Service::KeyVault => s.latency_kv = latency,
+        }
+    }
+
+    pub fn take_fault(&self, service: Service, path: &str) -> Option<Fault> {
+        lock(&self.faults).take(service, path)
+    }
+}
+
+/// Default `compute` instance metadata of the fake Arc machine
+/// (PROTOCOL.md §1: missing values are empty strings).
+pub fn default_compute() -> Value {
+    let sub = "00000000-0000-0000-0000-000000000000";
+    let rg = "kvsync-rg";
+    let name = "kvsync-fake-host";
+    json!({
+        "name": name,
+        "location": "westeurope",
+        "resourceGroupName": rg,
+        "subscriptionId": sub,
+        "resourceId": format!(
+            "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.HybridCompute/machines/{name}"
+        ),
+        "osType": "Linux",
+        "tags": "a:1;b:2",
+        "tagsList": [{"name": "a", "value": "1"}, {"name": "b", "value": "2"}],
+        "vmId": "6b2e3b8e-0c3f-4d9a-9a7e-3f1c0d2b5a41",
+        "azEnvironment": "AzurePublicCloud",
+    })
+}

@@ -1,0 +1,326 @@
+//! Fake Key Vault data plane (PROTOCOL.md §5) over HTTPS: get a secret
+//! (latest or pinned version), list secrets and versions with paging, the
+//! Bearer challenge, and Azure-shaped errors.
+//!
+//! Order of checks per request, as the service does: counting, latency and
+//! faults (the guard), then `api-version` (400 `BadParameter`), then the
+//! token (401 `Unauthorized` + `WWW-Authenticate: Bearer ...`), then the
+//! operation. Never logs secret values or tokens.
+//!
+//! Extension point: certificates (`/certificates/{name}[/{version}]`,
+//! PROTOCOL.md §6) would be routes added in [`router`] with their own
+//! module, reusing [`authorize`] and [`crate::faults::kv_error`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+use crate::faults::{Service, guard, kv_error};
+use crate::state::{Shared, lock};
+use crate::store::{Secret, bundle_json, item_json};
+use crate::tokens::TokenRejection;
+
+/// Largest (and default) page size of list operations: Key Vault caps
+/// `maxresults` at 25 (REST spec, `GetSecrets` `maxresults` maximum 25).
+pub const MAX_RESULTS: usize = 25;
+
+type Q = Query<HashMap<String, String>>;
+
+/// Routes of the vault port, with counting/latency/fault guard.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/secrets", get(list_secrets))
+        .route("/secrets/", get(list_secrets))
+        .route("/secrets/{name}", get(get_latest))
+        .route("/secrets/{name}/", get(get_latest))
+        .route("/secrets/{name}/versions", get(list_versions))
+        .route("/secrets/{name}/{version}", get(get_version))
+        .route("/secrets/{name}/{version}/", get(get_version))
+        .fallback(unknown_path)
+        .layer(axum::middleware::from_fn_with_state(
+            (shared.clone(), Service::KeyVault),
+            guard,
+        ))
+        .with_state(shared)
+}
+
+/// Checks `api-version` and the bearer token.
+pub fn authorize(
+    shared: &Shared,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<(), Response> {
+    if query.get("api-version").is_none_or(|v| v.is_empty()) {
+        return Err(kv_error(
+            StatusCode::BAD_REQUEST,
+            "BadParameter",
+            "The 'api-version' query parameter is missing.",
+            None,
+        ));
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    let message = match token {
+        None => "AKV10000: Request is missing a Bearer or PoP token.".to_owned(),
+        Some(token) => match lock(&shared.tokens).check(token, &shared.vault_audience) {
+            Ok(()) => return Ok(()),
+            Err(TokenRejection::Unknown) => {
+                "AKV10000: Invalid token: not issued by this identity provider.".to_owned()
+            }
+            Err(TokenRejection::Expired) => "AKV10000: Token is expired.".to_owned(),
+            Err(TokenRejection::WrongAudience(aud)) => {
+                format!(
+                    "AKV10022: Invalid audience. Expected {}, found: {aud}.",
+                    shared.vault_audience
+                )
+            }
+        },
+    };
+    shared.bump(|c| c.kv_unauthorized += 1);
+    Err(unauthorized(shared, &message))
+}
+
+fn unauthorized(shared: &Shared, message: &str) -> Response {
+    let tenant = lock(&shared.tokens).identity.tenant_id.clone();
+    let mut resp = kv_error(StatusCode::UNAUTHORIZED, "Unauthorized", message, None);
+    let challenge = format!(
+        "Bearer authorization=\"https://login.windows.net/{tenant}\", resource=\"{}\"",
+        shared.vault_audience
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+fn not_found(name: &str, version: Option<&str>) -> Response {
+    let what = match version {
+        Some(v) => format!("{name}/{v}"),
+        None => name.to_owned(),
+    };
+    kv_error(
+        StatusCode::NOT_FOUND,
+        "SecretNotFound",
+        &format!("A secret with (name/id) {what} was not found in this key vault."),
+        None,
+    )
+}
+
+fn secret_response(shared: &Shared, name: &str, version: Option<&str>) -> Response {
+    let store = lock(&shared.store);
+    let Some(secret) = store.get(name) else {
+        return not_found(name, version);
+    };
+    let found = match version {
+        Some(v) => secret.version(v),
+        None => secret.current(),
+    };
+    let Some(v) = found else {
+        return not_found(name, version);
+    };
+    if !v.opts.enabled {
+        return kv_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Operation get is not allowed on a disabled secret.",
+            Some("SecretDisabled"),
+        );
+    }
+    (
+        StatusCode::OK,
+        axum::Json(bundle_json(&shared.vault_base, secret, v)),
+    )
+        .into_response()
+}
+
+async fn get_latest(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
+    if let Err(resp) = authorize(&shared, &headers, &q) {
+        return resp;
+    }
+    shared.bump(|c| c.kv_gets += 1);
+    secret_response(&shared, &name, None)
+}
+
+async fn get_version(
+    State(shared): State<Arc<Shared>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
+    if let Err(resp) = authorize(&shared, &headers, &q) {
+        return resp;
+    }
+    shared.bump(|c| c.kv_gets += 1);
+    secret_response(&shared, &name, Some(&version))
+}
+
+/// Parses `maxresults` (1..=25, default 25).
+fn page_size(q: &HashMap<String, String>) -> Result<usize, Response> {
+    match q.get("maxresults") {
+        None => Ok(MAX_RESULTS),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=MAX_RESULTS).contains(&n) => Ok(n),
+            _ => Err(kv_error(
+                StatusCode::BAD_REQUEST,
+                "BadParameter",
+                &format!("Invalid maxresults value: it must be between 1 and {MAX_RESULTS}."),
+                None,
+            )),
+        },
+    }
+}
+
+fn bad_skiptoken() -> Response {
+    kv_error(
+        StatusCode::BAD_REQUEST,
+        "BadParameter",
+        "The $skiptoken is invalid.",
+        None,
+    )
+}
+
+fn decode_skiptoken(q: &HashMap<String, String>) -> Result<Option<String>, Response> {
+    let Some(tok) = q.get("$skiptoken") else {
+        return Ok(None);
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(tok).map_err(|_| bad_skiptoken())?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| bad_skiptoken())
+}
+
+/// The absolute `nextLink` of a list page, or null on the last page.
+fn next_link(
+    shared: &Shared,
+    path: &str,
+    q: &HashMap<String, String>,
+    cursor: Option<String>,
+    max: usize,
+) -> Value {
+    let Some(cursor) = cursor else {
+        return Value::Null;
+    };
+    let api = q
+        .get("api-version")
+        .filter(|v| {
+            v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        })
+        .map_or("7.2", String::as_str);
+    let token = URL_SAFE_NO_PAD.encode(cursor);
+    json!(format!(
+        "{}{path}?api-version={api}&$skiptoken={token}&maxresults={max}",
+        shared.vault_base
+    ))
+}
+
+async fn list_secrets(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
+    if let Err(resp) = authorize(&shared, &headers, &q) {
+        return resp;
+    }
+    shared.bump(|c| c.kv_lists += 1);
+    let (max, after) = match (page_size(&q), decode_skiptoken(&q)) {
+        (Ok(m), Ok(a)) => (m, a),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let store = lock(&shared.store);
+    let (page, more) = store.page_after(after.as_deref(), max);
+    let items: Vec<Value> = page
+        .iter()
+        .filter_map(|s: &&Secret| {
+            let v = s.current()?;
+            Some(Value::Object(item_json(
+                format!("{}/secrets/{}", shared.vault_base, s.name),
+                v,
+            )))
+        })
+        .collect();
+    let cursor = if more {
+        page.last().map(|s| s.name.to_ascii_lowercase())
+    } else {
+        None
+    };
+    let body =
+        json!({ "value": items, "nextLink": next_link(&shared, "/secrets", &q, cursor, max) });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+async fn list_versions(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
+    if let Err(resp) = authorize(&shared, &headers, &q) {
+        return resp;
+    }
+    shared.bump(|c| c.kv_lists += 1);
+    let (max, after) = match (page_size(&q), decode_skiptoken(&q)) {
+        (Ok(m), Ok(a)) => (m, a),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let start = match after.map(|a| a.parse::<usize>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return bad_skiptoken(),
+    };
+    let store = lock(&shared.store);
+    let Some(secret) = store.get(&name) else {
+        return not_found(&name, None);
+    };
+    let items: Vec<Value> = secret
+        .versions
+        .iter()
+        .skip(start)
+        .take(max)
+        .map(|v| {
+            let id = format!(
+                "{}/secrets/{}/{}",
+                shared.vault_base, secret.name, v.version
+            );
+            Value::Object(item_json(id, v))
+        })
+        .collect();
+    let end = start + items.len();
+    let cursor = (end < secret.versions.len()).then(|| end.to_string());
+    let path = format!("/secrets/{}/versions", secret.name);
+    let body = json!({ "value": items, "nextLink": next_link(&shared, &path, &q, cursor, max) });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+async fn unknown_path(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Q,
+) -> Response {
+    if let Err(resp) = authorize(&shared, &headers, &q) {
+        return resp;
+    }
+    kv_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "The requested resource was not found (kvsync-fake).",
+        None,
+    )
+}
