@@ -1,9 +1,42 @@
 //! `on_change` hooks: each distinct command runs once per round after all
 //! files are written, via `sh -c`, with `KVSYNC_CHANGED` listing the changed
 //! paths, under a timeout after which its process group is killed.
+//!
+//! Contract of a hook run:
+//!
+//! * `sh -c COMMAND`, the agent's environment plus `KVSYNC_CHANGED`: the
+//!   changed paths of this round that name this hook, joined by `\n` (no
+//!   trailing newline; a path containing a newline is ambiguous — don't).
+//! * stdin is `/dev/null`; stdout lines are logged at `info`, stderr lines at
+//!   `warn` (a hook's output is the operator's own, not kvsync's secrets);
+//!   the last [`STDERR_TAIL_LINES`] lines / [`STDERR_TAIL_BYTES`] bytes of
+//!   stderr are returned in [`HookError::Failed`].
+//! * The hook runs in its own process group. On timeout the whole group
+//!   (the shell and everything it started) gets `SIGKILL`.
+//! * When the shell exits, background processes it left behind are *not*
+//!   killed (a hook may legitimately start a daemon); kvsync stops reading
+//!   their output after [`PIPE_DRAIN_GRACE`].
 
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Name of the environment variable listing changed paths.
+pub const CHANGED_ENV: &str = "KVSYNC_CHANGED";
+/// How much of stderr a failure report keeps: enough for a typical error
+/// message (nginx's `-t` output is a few lines), short enough for a log line.
+pub const STDERR_TAIL_LINES: usize = 20;
+pub const STDERR_TAIL_BYTES: usize = 2048;
+/// Longest line logged as one record; longer output is split (bounds memory
+/// for a hook that prints without newlines).
+const MAX_LINE_BYTES: usize = 4096;
+/// After the shell exits, how long to keep reading output still held open by
+/// processes it left in the background.
+pub const PIPE_DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -23,8 +56,171 @@ pub enum HookError {
     },
 }
 
+/// The value of `KVSYNC_CHANGED` for `changed`.
+pub fn changed_env(changed: &[PathBuf]) -> OsString {
+    let mut out = Vec::new();
+    for (i, p) in changed.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(p.as_os_str().as_bytes());
+    }
+    OsString::from_vec(out)
+}
+
 /// Run `command` with `KVSYNC_CHANGED` set to `changed` (newline-separated).
 pub async fn run(command: &str, changed: &[PathBuf], timeout: Duration) -> Result<(), HookError> {
-    let _ = (command, changed, timeout);
-    unimplemented!("hooks::run")
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env(CHANGED_ENV, changed_env(changed))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| HookError::Spawn {
+            command: command.to_string(),
+            source,
+        })?;
+    let pgid = child.id();
+    let out = child.stdout.take().map(|s| {
+        let command = command.to_string();
+        tokio::spawn(read_lines(
+            s,
+            move |l| tracing::info!(hook = %command, "{l}"),
+        ))
+    });
+    let err = child.stderr.take().map(|s| {
+        let command = command.to_string();
+        tokio::spawn(read_lines(
+            s,
+            move |l| tracing::warn!(hook = %command, "{l}"),
+        ))
+    });
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(source)) => {
+            kill_group(pgid);
+            return Err(HookError::Spawn {
+                command: command.to_string(),
+                source,
+            });
+        }
+        Err(_) => {
+            kill_group(pgid);
+            // Reap the shell; SIGKILL cannot be ignored, so this ends.
+            let _ = child.wait().await;
+            abort(out);
+            abort(err);
+            return Err(HookError::Timeout {
+                command: command.to_string(),
+                timeout,
+            });
+        }
+    };
+    let _ = drain(out).await;
+    let tail = drain(err).await.unwrap_or_default();
+    if status.success() {
+        tracing::info!(hook = %command, changed = changed.len(), "hook ran");
+        Ok(())
+    } else {
+        Err(HookError::Failed {
+            command: command.to_string(),
+            status: status.to_string(),
+            stderr_tail: tail,
+        })
+    }
 }
+
+type Reader = Option<tokio::task::JoinHandle<String>>;
+
+fn abort(r: Reader) {
+    if let Some(h) = r {
+        h.abort();
+    }
+}
+
+/// Wait (at most [`PIPE_DRAIN_GRACE`]) for a reader to reach EOF.
+async fn drain(r: Reader) -> Option<String> {
+    let mut h = r?;
+    match tokio::time::timeout(PIPE_DRAIN_GRACE, &mut h).await {
+        Ok(Ok(tail)) => Some(tail),
+        _ => {
+            h.abort();
+            None
+        }
+    }
+}
+
+fn kill_group(pgid: Option<u32>) {
+    let Some(pid) = pgid.and_then(|p| i32::try_from(p).ok()) else {
+        return;
+    };
+    // The group id equals the shell's pid (process_group(0)).
+    if let Err(e) = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    ) {
+        tracing::warn!(pgid = pid, error = %e, "could not kill the hook's process group");
+    }
+}
+
+/// Read `r` to EOF, calling `log` per line; return the bounded tail.
+async fn read_lines<R: AsyncRead + Unpin>(mut r: R, log: impl Fn(&str)) -> String {
+    let mut tail = Tail::default();
+    let mut line: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if b == b'\n' || line.len() >= MAX_LINE_BYTES {
+                let s = String::from_utf8_lossy(&line);
+                log(&s);
+                tail.push(&s);
+                line.clear();
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            line.push(b);
+        }
+    }
+    if !line.is_empty() {
+        let s = String::from_utf8_lossy(&line);
+        log(&s);
+        tail.push(&s);
+    }
+    tail.render()
+}
+
+#[derive(Default)]
+struct Tail(std::collections::VecDeque<String>);
+
+impl Tail {
+    fn push(&mut self, line: &str) {
+        self.0.push_back(line.to_string());
+        while self.0.len() > STDERR_TAIL_LINES {
+            self.0.pop_front();
+        }
+    }
+
+    fn render(&self) -> String {
+        let all = Vec::from_iter(self.0.iter().map(String::as_str)).join("\n");
+        if all.len() <= STDERR_TAIL_BYTES {
+            return all;
+        }
+        let mut start = all.len() - STDERR_TAIL_BYTES;
+        while !all.is_char_boundary(start) {
+            start += 1;
+        }
+        all[start..].to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -61,6 +61,10 @@ fn bad_request(msg: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// Largest secret value Key Vault stores: 25 KB (Azure Key Vault service
+/// limits, "Secret value size limit: 25k bytes"; PROTOCOL.md §5).
+const MAX_VALUE_BYTES: usize = 25 * 1024;
+
 /// Query of `PUT /admin/secrets/{name}`: optional properties of the version.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +89,9 @@ async fn put_secret(
         || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     {
         return bad_request("secret names are 1-127 characters of 0-9, a-z, A-Z and '-'");
+    }
+    if body.len() > MAX_VALUE_BYTES {
+        return bad_request(format!("secret values are at most {MAX_VALUE_BYTES} bytes"));
     }
     let tags = q.tags.map(|t| {
         t.split(';')

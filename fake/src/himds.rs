@@ -94,14 +94,39 @@ async fn arc_token(
         .get("resource")
         .map(String::as_str)
         .unwrap_or_default();
-    issue_token(&shared, resource)
+    let echo = lock(&shared.settings).echo_selector;
+    let selector = SELECTORS
+        .iter()
+        .find_map(|k| query.get(*k).map(|v| (*k, v.clone())));
+    match selector.filter(|_| echo) {
+        None => issue_token(&shared, resource),
+        Some((key, value)) => {
+            let mut body = issue_token_json(&shared, resource);
+            if let Some(obj) = body.as_object_mut() {
+                obj.insert(key.to_owned(), json!(value));
+            }
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+    }
 }
+
+/// User-assigned identity selectors (PROTOCOL.md §1, §2).
+const SELECTORS: &[&str] = &["client_id", "object_id", "msi_res_id"];
 
 /// Issues a token and renders the metadata-service token JSON.
 pub fn issue_token(shared: &Shared, resource: &str) -> Response {
+    (
+        StatusCode::OK,
+        axum::Json(issue_token_json(shared, resource)),
+    )
+        .into_response()
+}
+
+/// Issues a token (counted) and returns the metadata-service token JSON.
+pub fn issue_token_json(shared: &Shared, resource: &str) -> serde_json::Value {
     let token = lock(&shared.tokens).issue(resource);
     shared.bump(|c| c.tokens_issued += 1);
-    (StatusCode::OK, axum::Json(token.metadata_json())).into_response()
+    token.metadata_json()
 }
 
 /// The Arc challenge: no `Authorization` → 401 naming a new key file;

@@ -54,7 +54,12 @@
 //!   `ForbiddenByRbac` is sent as code `Forbidden` + innererror (as Azure).
 //! * [`Emulator::issue_token`] (a valid token without the HIMDS dance),
 //!   [`Emulator::invalidate_tokens`], [`Emulator::set_instance`],
-//!   [`Emulator::clear_faults`], [`Emulator::identity`].
+//!   [`Emulator::clear_faults`], [`Emulator::pending_faults`],
+//!   [`Emulator::identity`].
+//! * Protocol quirks for client robustness tests:
+//!   [`Emulator::set_himds_selector_echo`],
+//!   [`Emulator::set_vault_api_versions`],
+//!   [`Emulator::set_list_empty_first_page`].
 //!
 //! GET of a secret without a version returns the NEWEST version; if that
 //! version is disabled the answer is 403 `Forbidden`/`SecretDisabled`, as on
@@ -312,6 +317,24 @@ impl Emulator {
     /// Sets the `compute` object of instance metadata.
     pub fn set_instance(&self, compute: serde_json::Value) {
         lock(&self.shared.settings).compute = compute;
+    }
+
+    /// Arc agents >= 1.67 echo a `client_id`/`object_id`/`msi_res_id`
+    /// selector in the token response; older ones ignore it (default: off).
+    pub fn set_himds_selector_echo(&self, echo: bool) {
+        lock(&self.shared.settings).echo_selector = echo;
+    }
+
+    /// `Some(list)`: Key Vault answers 400 `BadParameter` to any other
+    /// `api-version`. `None` (default): any non-empty api-version.
+    pub fn set_vault_api_versions(&self, versions: Option<Vec<String>>) {
+        lock(&self.shared.settings).vault_api_versions = versions;
+    }
+
+    /// `true`: every list (secrets, versions) starts with an empty page
+    /// whose `nextLink` is not null, as Azure sometimes answers.
+    pub fn set_list_empty_first_page(&self, on: bool) {
+        lock(&self.shared.settings).empty_first_list_page = on;
     }
 
     /// Applied once per request, before authentication.

@@ -53,6 +53,16 @@ pub struct Settings {
     pub challenge_path: Option<PathBuf>,
     /// The `compute` object of instance metadata.
     pub compute: Value,
+    /// Echo a user-assigned identity selector (`client_id`, `object_id`,
+    /// `msi_res_id`) in the token response, as Arc agents >= 1.67 do
+    /// (PROTOCOL.md §1). Off by default: older agents ignore it.
+    pub echo_selector: bool,
+    /// When set, Key Vault answers 400 to any other `api-version` (catches
+    /// clients that follow a `nextLink` without replacing its api-version).
+    pub vault_api_versions: Option<Vec<String>>,
+    /// Every list starts with an empty page whose `nextLink` is not null
+    /// (PROTOCOL.md §5: "a page may be empty while nextLink is not null").
+    pub empty_first_list_page: bool,
 }
 
 pub struct Shared {
@@ -103,6 +113,9 @@ impl Shared {
                 latency_kv: Duration::ZERO,
                 challenge_path: None,
                 compute: default_compute(),
+                echo_selector: false,
+                vault_api_versions: None,
+                empty_first_list_page: false,
             }),
             store: Mutex::new(Store::default()),
             tokens: Mutex::new(TokenIssuer::default()),

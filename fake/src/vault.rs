@@ -66,6 +66,7 @@ pub fn authorize(
             None,
         ));
     }
+    check_api_version(shared, query)?;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -90,6 +91,47 @@ pub fn authorize(
     };
     shared.bump(|c| c.kv_unauthorized += 1);
     Err(unauthorized(shared, &message))
+}
+
+/// With `set_vault_api_versions(Some(..))`, only those versions are accepted.
+fn check_api_version(shared: &Shared, query: &HashMap<String, String>) -> Result<(), Response> {
+    let allowed = lock(&shared.settings).vault_api_versions.clone();
+    let given = query
+        .get("api-version")
+        .map(String::as_str)
+        .unwrap_or_default();
+    match allowed {
+        Some(list) if !list.iter().any(|v| v == given) => Err(kv_error(
+            StatusCode::BAD_REQUEST,
+            "BadParameter",
+            &format!(
+                "The specified version ({given}) is not recognized. Consider using a supported version ({}).",
+                list.join(", ")
+            ),
+            None,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Skiptoken of the empty first page (quirk mode): a name sorting before
+/// every real one (names are `[0-9a-zA-Z-]`, never NUL).
+const EMPTY_PAGE_CURSOR: &str = "\0";
+
+/// In quirk mode, the first page of a list is empty but has a `nextLink`.
+fn empty_first_page(
+    shared: &Shared,
+    path: &str,
+    q: &HashMap<String, String>,
+    max: usize,
+    cursor: &str,
+) -> Option<Response> {
+    let quirk = lock(&shared.settings).empty_first_list_page;
+    if !quirk || q.contains_key("$skiptoken") {
+        return None;
+    }
+    let body = json!({ "value": [], "nextLink": next_link(shared, path, q, Some(cursor.to_owned()), max) });
+    Some((StatusCode::OK, axum::Json(body)).into_response())
 }
 
 fn unauthorized(shared: &Shared, message: &str) -> Response {
@@ -244,6 +286,9 @@ async fn list_secrets(
         (Ok(m), Ok(a)) => (m, a),
         (Err(r), _) | (_, Err(r)) => return r,
     };
+    if let Some(resp) = empty_first_page(&shared, "/secrets", &q, max, EMPTY_PAGE_CURSOR) {
+        return resp;
+    }
     let store = lock(&shared.store);
     let (page, more) = store.page_after(after.as_deref(), max);
     let items: Vec<Value> = page
@@ -289,6 +334,10 @@ async fn list_versions(
     let Some(secret) = store.get(&name) else {
         return not_found(&name, None);
     };
+    let path = format!("/secrets/{}/versions", secret.name);
+    if let Some(resp) = empty_first_page(&shared, &path, &q, max, "0") {
+        return resp;
+    }
     let items: Vec<Value> = secret
         .versions
         .iter()
@@ -304,7 +353,6 @@ async fn list_versions(
         .collect();
     let end = start + items.len();
     let cursor = (end < secret.versions.len()).then(|| end.to_string());
-    let path = format!("/secrets/{}/versions", secret.name);
     let body = json!({ "value": items, "nextLink": next_link(&shared, &path, &q, cursor, max) });
     (StatusCode::OK, axum::Json(body)).into_response()
 }

@@ -492,3 +492,88 @@ async fn ca_file_matches_ca_pem() {
         emu.ca_pem()
     );
 }
+
+#[tokio::test]
+async fn himds_echoes_selector_only_when_enabled() {
+    let emu = emu().await;
+    let c = http();
+    for echo in [false, true] {
+        emu.set_himds_selector_echo(echo);
+        let get = || himds_get(&emu, &c).query(&[("client_id", "abc")]);
+        let first = get().send().await.unwrap();
+        let key = std::fs::read_to_string(realm(&first)).unwrap();
+        let body: Value = get()
+            .header("Authorization", format!("Basic {key}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body.get("client_id").is_some(), echo, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn strict_api_version_and_empty_first_page() {
+    let emu = emu().await;
+    for i in 0..3 {
+        emu.set_secret(&format!("s{i}"), "v");
+    }
+    emu.set_vault_api_versions(Some(vec![API.to_owned()]));
+    emu.set_list_empty_first_page(true);
+    let token = emu.issue_token(KV);
+    let client = https(&emu);
+    let resp = client
+        .get(format!("{}/secrets?api-version=7.2", emu.vault_url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    let (status, _, first) = kv_get(&emu, Some(&token), "/secrets").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["value"].as_array().unwrap().len(), 0);
+    let next = first["nextLink"].as_str().unwrap();
+    let second: Value = client
+        .get(next)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["value"].as_array().unwrap().len(), 3);
+    assert!(second["nextLink"].is_null());
+}
+
+#[tokio::test]
+async fn kv_speaks_http1_when_offered_only_http1() {
+    let emu = emu().await;
+    emu.set_secret("s", "v");
+    let mut cfg = rustls_config_for(&emu);
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("{}/secrets/s", emu.vault_url()))
+        .query(&[("api-version", API)])
+        .bearer_auth(emu.issue_token(KV))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn vault_cert_is_valid_for_127_0_0_1_too() {
+    let emu = emu().await;
+    let url = format!("https://{}/secrets?api-version={API}", emu.vault_addr());
+    let resp = https(&emu).get(url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}

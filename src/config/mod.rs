@@ -4,7 +4,14 @@
 //! `path:line:col: key: what was expected`. This module never touches the
 //! network and never reads a secret.
 
+mod files;
 pub mod raw;
+mod resolve;
+mod summary;
+
+pub use files::parse_mode;
+pub use resolve::MAX_CONCURRENCY;
+pub use summary::summary;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -204,14 +211,88 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-/// Read and resolve a config file.
+/// Read and resolve a config file. The path is made absolute first (it is
+/// the base of relative paths and appears in every diagnostic).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let _ = path;
-    unimplemented!("config::load")
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match std::fs::read_to_string(&abs) {
+        Ok(text) => parse(&text, &abs),
+        Err(e) => Err(ConfigError {
+            diagnostics: vec![Diagnostic {
+                file: abs,
+                line: None,
+                column: None,
+                key: "-".to_owned(),
+                message: format!("cannot read the config file: {e}"),
+            }],
+        }),
+    }
 }
 
-/// Resolve config text; `path` is used for messages and relative paths.
+/// Resolve config text; `path` is used for messages and relative paths
+/// (made absolute against the working directory if it is relative). Reads no
+/// file; looks up `owner`/`group` names in the host's user database.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let _ = (text, path);
-    unimplemented!("config::parse")
+    let source = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let (raw, problems) = raw::parse(text);
+    let mut problems = resolve::Problems(problems);
+    // Stage two runs even when stage one found problems, so everything is
+    // reported at once; sections that failed stage one are simply absent.
+    let config = resolve::resolve(raw, &source, &mut problems);
+    match config {
+        Some(c) if problems.0.is_empty() => Ok(c),
+        _ => Err(to_error(text, path, problems.0)),
+    }
+}
+
+fn to_error(text: &str, path: &Path, problems: Vec<raw::Problem>) -> ConfigError {
+    let mut diagnostics: Vec<Diagnostic> = problems
+        .into_iter()
+        .map(|p| {
+            let (line, column) = match p.span {
+                Some(span) => {
+                    let (l, c) = line_col(text, span.start);
+                    (Some(l), Some(c))
+                }
+                None => (None, None),
+            };
+            Diagnostic {
+                file: path.to_path_buf(),
+                line,
+                column,
+                key: p.key,
+                message: p.message,
+            }
+        })
+        .collect();
+    diagnostics.sort_by_key(|d| (d.line.unwrap_or(usize::MAX), d.column, d.key.clone()));
+    diagnostics.dedup();
+    ConfigError { diagnostics }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_col;
+
+    #[test]
+    fn line_col_is_one_based_and_counts_chars() {
+        let t = "ab\nçd = 1\n";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 3), (2, 1));
+        assert_eq!(line_col(t, 5), (2, 2)); // after the 2-byte 'ç'
+        assert_eq!(line_col(t, 4), (2, 1)); // inside 'ç': clamped to its start
+        assert_eq!(line_col(t, 999), (3, 1));
+    }
 }

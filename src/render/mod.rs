@@ -2,17 +2,62 @@
 //! context `secrets`, `meta`, `certs`, `instance`, with the filters of
 //! SPEC.md. Render touches neither the network nor the disk (templates are
 //! read once, at [`Renderer::compile`]). Errors name the destination file and
-//! template line and never carry a secret value.
+//! template line and never carry a secret value (see [`redact`]).
+//!
+//! Context shape (SPEC.md "Template context"):
+//!
+//! * `secrets.<alias>` — the value string.
+//! * `meta.<alias>` — `name`, `version`, `tags` (map), and, only when Key
+//!   Vault returned them, `content_type`, `updated`, `expires` (RFC 3339,
+//!   UTC, seconds). Absent keys are undefined: use `| default(value="")`.
+//! * `certs.<alias>` — `key`, `cert`, `chain`, `fullchain`, `pfx_base64`,
+//!   `thumbprint`, `not_after`, `subject`, `sans` (array), `serial`.
+//! * `instance` — the instance metadata, when fetched.
+//!
+//! tera keeps its own copies of context strings, which are not zeroized when
+//! the context is dropped; kvsync's output buffers are ([`SecretBytes`]).
 
 pub mod filters;
+mod redact;
+pub mod refs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use base64::Engine;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use tera::Tera;
+
 use crate::certs::CertMaterial;
-use crate::config::Config;
+use crate::config::{Config, FileSource, OutputFormat, SecretKind};
 use crate::secret::SecretBytes;
 use crate::vault::SecretBundle;
+
+use refs::Root;
+
+/// Fields of `meta.<alias>`.
+pub const META_FIELDS: &[&str] = &[
+    "name",
+    "version",
+    "content_type",
+    "updated",
+    "expires",
+    "tags",
+];
+/// Fields of `certs.<alias>`.
+pub const CERT_FIELDS: &[&str] = &[
+    "key",
+    "cert",
+    "chain",
+    "fullchain",
+    "pfx_base64",
+    "thumbprint",
+    "not_after",
+    "subject",
+    "sans",
+    "serial",
+];
 
 /// Everything a template may see in one round.
 #[derive(Default)]
@@ -24,7 +69,7 @@ pub struct Context {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{destination}: template {template}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+#[error("{destination}: template {template}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default(), destination = destination.display())]
 pub struct RenderError {
     /// The destination file whose template failed.
     pub destination: PathBuf,
@@ -35,27 +80,395 @@ pub struct RenderError {
     pub message: String,
 }
 
+enum Kind {
+    /// Name of the compiled template in `Renderer::tera`, and its source
+    /// (kept for error sanitising; templates are configuration, not secret).
+    Template {
+        name: String,
+        source: String,
+    },
+    Object {
+        alias: String,
+        format: OutputFormat,
+    },
+}
+
+struct Entry {
+    destination: PathBuf,
+    /// Template path, `contents`, or `secret <alias>`.
+    label: String,
+    kind: Kind,
+}
+
 /// Compiled templates for every `[[file]]` of a config.
 pub struct Renderer {
-    _private: (),
+    tera: Tera,
+    files: Vec<Entry>,
+    uses_instance: bool,
 }
 
 impl Renderer {
     /// Read and compile every template; reject references to aliases not
-    /// declared in `[secrets]`.
+    /// declared in `[secrets]`. Returns every problem found, not just the
+    /// first.
     pub fn compile(config: &Config) -> Result<Self, Vec<RenderError>> {
-        let _ = config;
-        unimplemented!("Renderer::compile")
+        let mut tera = Tera::new();
+        tera.autoescape_on(Vec::<&str>::new());
+        filters::register(&mut tera);
+        let mut files = Vec::with_capacity(config.files.len());
+        let mut errors = Vec::new();
+        let mut uses_instance = false;
+        for (i, spec) in config.files.iter().enumerate() {
+            let (label, source) = match &spec.source {
+                FileSource::Template(path) => match std::fs::read_to_string(path) {
+                    Ok(text) => (path.display().to_string(), text),
+                    Err(e) => {
+                        errors.push(RenderError {
+                            destination: spec.path.clone(),
+                            template: path.display().to_string(),
+                            line: None,
+                            message: format!("cannot read the template file: {e}"),
+                        });
+                        continue;
+                    }
+                },
+                FileSource::Inline(text) => ("contents".to_string(), text.clone()),
+                FileSource::Object { alias, format } => {
+                    let entry = Entry {
+                        destination: spec.path.clone(),
+                        label: format!("secret `{alias}`"),
+                        kind: Kind::Object {
+                            alias: alias.clone(),
+                            format: *format,
+                        },
+                    };
+                    errors.extend(check_object(config, &entry, alias, *format));
+                    files.push(entry);
+                    continue;
+                }
+            };
+            let entry = Entry {
+                destination: spec.path.clone(),
+                label,
+                kind: Kind::Template {
+                    name: format!("file{i}"),
+                    source,
+                },
+            };
+            let Kind::Template { name, source } = &entry.kind else {
+                continue;
+            };
+            errors.extend(check_refs(config, &entry, source));
+            match tera.add_raw_template(name, source) {
+                Ok(()) => {
+                    uses_instance |= tera
+                        .get_template_variables(name)
+                        .is_ok_and(|v| v.contains("instance"));
+                }
+                Err(e) => errors.extend(compile_errors(&entry, &e)),
+            }
+            files.push(entry);
+        }
+        if errors.is_empty() {
+            Ok(Renderer {
+                tera,
+                files,
+                uses_instance,
+            })
+        } else {
+            Err(errors)
+        }
     }
 
     /// Render file number `index` of the config.
     pub fn render(&self, index: usize, ctx: &Context) -> Result<SecretBytes, RenderError> {
-        let _ = (index, ctx);
-        unimplemented!("Renderer::render")
+        let Some(entry) = self.files.get(index) else {
+            return Err(RenderError {
+                destination: PathBuf::new(),
+                template: String::new(),
+                line: None,
+                message: format!("internal: no file number {index} in this config"),
+            });
+        };
+        match &entry.kind {
+            Kind::Template { name, source } => {
+                let tctx = tera_context(ctx, entry)?;
+                match self.tera.render(name, &tctx) {
+                    Ok(out) => Ok(SecretBytes::new(out.into_bytes())),
+                    Err(e) => Err(render_error(entry, &e, source, ctx)),
+                }
+            }
+            Kind::Object { alias, format } => object(entry, alias, *format, ctx),
+        }
     }
 
     /// Whether any template refers to `instance`.
     pub fn uses_instance(&self) -> bool {
-        false
+        self.uses_instance
     }
+
+    /// Number of `[[file]]` entries compiled.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+impl Entry {
+    fn error(&self, line: Option<usize>, message: String) -> RenderError {
+        RenderError {
+            destination: self.destination.clone(),
+            template: self.label.clone(),
+            line,
+            message,
+        }
+    }
+}
+
+fn check_object(config: &Config, e: &Entry, alias: &str, format: OutputFormat) -> Vec<RenderError> {
+    match config.secrets.get(alias) {
+        None => vec![e.error(
+            None,
+            format!("secret `{alias}` is not declared in [secrets]"),
+        )],
+        Some(s) if format != OutputFormat::Raw && s.kind != SecretKind::Certificate => {
+            vec![e.error(
+                None,
+                format!(
+                    "format {format:?} needs a certificate, but `{alias}` is not declared with type = \"certificate\""
+                ),
+            )]
+        }
+        Some(_) => Vec::new(),
+    }
+}
+
+/// Static check of `secrets.X` / `meta.X.f` / `certs.X.f` references.
+fn check_refs(config: &Config, e: &Entry, source: &str) -> Vec<RenderError> {
+    let mut out = Vec::new();
+    for r in refs::scan(source) {
+        let root = r.root.name();
+        let alias = &r.alias;
+        let Some(spec) = config.secrets.get(alias) else {
+            out.push(e.error(
+                Some(r.line),
+                format!("`{root}.{alias}`: `{alias}` is not declared in [secrets]"),
+            ));
+            continue;
+        };
+        let fields = match r.root {
+            Root::Secrets => None,
+            Root::Meta => Some(META_FIELDS),
+            Root::Certs => Some(CERT_FIELDS),
+        };
+        if r.root == Root::Certs && spec.kind != SecretKind::Certificate {
+            out.push(e.error(
+                Some(r.line),
+                format!("`certs.{alias}`: `{alias}` is not declared with type = \"certificate\""),
+            ));
+        }
+        if let (Some(fields), Some(f)) = (fields, &r.field)
+            && !fields.contains(&f.as_str())
+        {
+            out.push(e.error(
+                Some(r.line),
+                format!(
+                    "`{root}.{alias}.{f}`: unknown field `{f}`; expected one of {}",
+                    fields.join(", ")
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// tera build errors → one [`RenderError`] per reported problem.
+fn compile_errors(e: &Entry, err: &tera::Error) -> Vec<RenderError> {
+    match err.kind() {
+        tera::ErrorKind::SyntaxError(r) | tera::ErrorKind::RenderingError(r) => {
+            vec![e.error(Some(r.span().start_line), r.message().to_string())]
+        }
+        _ => {
+            // Validation errors (unknown filter/test/function) arrive as one
+            // message of rustc-style reports: "error: MSG\n --> name:L:C".
+            let text = err.to_string();
+            let mut out = Vec::new();
+            let mut msg: Option<String> = None;
+            for line in text.lines() {
+                if let Some(m) = line.strip_prefix("error: ") {
+                    if let Some(prev) = msg.replace(m.to_string()) {
+                        out.push(e.error(None, prev));
+                    }
+                } else if let Some(loc) = line.trim_start().strip_prefix("--> ")
+                    && let Some(m) = msg.take()
+                {
+                    let n = loc.rsplit(':').nth(1).and_then(|l| l.parse().ok());
+                    out.push(e.error(n, m));
+                }
+            }
+            if let Some(m) = msg {
+                out.push(e.error(None, m));
+            }
+            if out.is_empty() {
+                out.push(e.error(None, text));
+            }
+            out
+        }
+    }
+}
+
+fn render_error(e: &Entry, err: &tera::Error, source: &str, ctx: &Context) -> RenderError {
+    let (line, raw) = match err.kind() {
+        tera::ErrorKind::RenderingError(r) | tera::ErrorKind::SyntaxError(r) => {
+            (Some(r.span().start_line), r.message().to_string())
+        }
+        _ => (None, err.to_string()),
+    };
+    let needles = redact::Needles::from_context(ctx);
+    let message = needles.scrub(&redact::sanitize(&raw, source));
+    e.error(line, message)
+}
+
+#[derive(Serialize)]
+struct MetaView<'a> {
+    name: &'a str,
+    version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<String>,
+    tags: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct CertView<'a> {
+    key: &'a str,
+    cert: &'a str,
+    chain: &'a str,
+    fullchain: &'a str,
+    pfx_base64: &'a str,
+    thumbprint: &'a str,
+    not_after: &'a str,
+    subject: &'a str,
+    sans: &'a [String],
+    serial: &'a str,
+}
+
+/// Unix seconds → RFC 3339 (UTC, seconds precision).
+pub fn rfc3339(unix: i64) -> Option<String> {
+    let t = if unix >= 0 {
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(unix.unsigned_abs()))
+    } else {
+        std::time::UNIX_EPOCH.checked_sub(std::time::Duration::from_secs(unix.unsigned_abs()))
+    }?;
+    Some(humantime::format_rfc3339_seconds(t).to_string())
+}
+
+fn tera_context(ctx: &Context, e: &Entry) -> Result<tera::Context, RenderError> {
+    let secrets: BTreeMap<&str, &str> = ctx
+        .secrets
+        .iter()
+        .map(|(k, b)| (k.as_str(), b.value.expose_secret()))
+        .collect();
+    let meta: BTreeMap<&str, MetaView<'_>> = ctx
+        .secrets
+        .iter()
+        .map(|(k, b)| {
+            let view = MetaView {
+                name: &b.name,
+                version: &b.version,
+                content_type: b.content_type.as_deref(),
+                updated: b.updated.and_then(rfc3339),
+                expires: b.expires.and_then(rfc3339),
+                tags: &b.tags,
+            };
+            (k.as_str(), view)
+        })
+        .collect();
+    let certs: BTreeMap<&str, CertView<'_>> = ctx
+        .certs
+        .iter()
+        .map(|(k, c)| {
+            let view = CertView {
+                key: c.key_pem.expose_secret(),
+                cert: &c.cert_pem,
+                chain: &c.chain_pem,
+                fullchain: &c.fullchain_pem,
+                pfx_base64: c.pfx_base64.expose_secret(),
+                thumbprint: &c.thumbprint,
+                not_after: &c.not_after,
+                subject: &c.subject,
+                sans: &c.sans,
+                serial: &c.serial,
+            };
+            (k.as_str(), view)
+        })
+        .collect();
+    let mut t = tera::Context::new();
+    let conv = |v: Result<tera::Value, tera::Error>| {
+        v.map_err(|_| e.error(None, "internal: cannot build the template context".into()))
+    };
+    t.insert_value(
+        "secrets",
+        conv(tera::Value::try_from_serializable(&secrets))?,
+    );
+    t.insert_value("meta", conv(tera::Value::try_from_serializable(&meta))?);
+    t.insert_value("certs", conv(tera::Value::try_from_serializable(&certs))?);
+    if let Some(instance) = &ctx.instance {
+        t.insert_value(
+            "instance",
+            conv(tera::Value::try_from_serializable(instance))?,
+        );
+    }
+    Ok(t)
+}
+
+/// `secret = alias`, `format = ...` files: the object itself, no template.
+fn object(
+    e: &Entry,
+    alias: &str,
+    format: OutputFormat,
+    ctx: &Context,
+) -> Result<SecretBytes, RenderError> {
+    if format == OutputFormat::Raw {
+        let b = ctx
+            .secrets
+            .get(alias)
+            .ok_or_else(|| e.error(None, format!("secret `{alias}` was not fetched this round")))?;
+        return Ok(SecretBytes::new(
+            b.value.expose_secret().as_bytes().to_vec(),
+        ));
+    }
+    let c = ctx.certs.get(alias).ok_or_else(|| {
+        e.error(
+            None,
+            format!("`{alias}` is not available as a certificate (declare it with type = \"certificate\")"),
+        )
+    })?;
+    let bytes = match format {
+        OutputFormat::Pem => {
+            let key = c.key_pem.expose_secret();
+            let mut out = Vec::with_capacity(key.len() + c.fullchain_pem.len() + 1);
+            out.extend_from_slice(key.as_bytes());
+            if !key.ends_with('\n') {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(c.fullchain_pem.as_bytes());
+            out
+        }
+        OutputFormat::Key => c.key_pem.expose_secret().as_bytes().to_vec(),
+        OutputFormat::Cert => c.cert_pem.as_bytes().to_vec(),
+        OutputFormat::Chain => c.chain_pem.as_bytes().to_vec(),
+        OutputFormat::Fullchain => c.fullchain_pem.as_bytes().to_vec(),
+        OutputFormat::Pfx => base64::engine::general_purpose::STANDARD
+            .decode(c.pfx_base64.expose_secret().trim())
+            .map_err(|_| e.error(None, format!("the PFX of `{alias}` is not valid base64")))?,
+        OutputFormat::Raw => Vec::new(),
+    };
+    Ok(SecretBytes::new(bytes))
 }
