@@ -10,6 +10,9 @@ use kvsync::config::LogFormat;
 use kvsync::env::Env;
 
 fn main() -> ExitCode {
+    // reqwest is built without a default crypto provider: install ring's
+    // once for the process (our clients also pass it explicitly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let env = Env::from_process();
     let cli_format = cli.log_format.map(|f| match f {
