@@ -70,20 +70,7 @@ pub fn changed_env(changed: &[PathBuf]) -> OsString {
 
 /// Run `command` with `KVSYNC_CHANGED` set to `changed` (newline-separated).
 pub async fn run(command: &str, changed: &[PathBuf], timeout: Duration) -> Result<(), HookError> {
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env(CHANGED_ENV, changed_env(changed))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| HookError::Spawn {
-            command: command.to_string(),
-            source,
-        })?;
+    let mut child = spawn(command, changed)?;
     let pgid = child.id();
     let out = child.stdout.take().map(|s| {
         let command = command.to_string();
@@ -132,6 +119,24 @@ pub async fn run(command: &str, changed: &[PathBuf], timeout: Duration) -> Resul
             stderr_tail: tail,
         })
     }
+}
+
+/// `sh -c command` in its own process group, stdin null, output piped.
+fn spawn(command: &str, changed: &[PathBuf]) -> Result<tokio::process::Child, HookError> {
+    tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env(CHANGED_ENV, changed_env(changed))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| HookError::Spawn {
+            command: command.to_string(),
+            source,
+        })
 }
 
 type Reader = Option<tokio::task::JoinHandle<String>>;

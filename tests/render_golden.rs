@@ -143,6 +143,12 @@ fn cert() -> CertMaterial {
         subject: "CN=www.example.test".into(),
         sans: vec!["www.example.test".into(), "example.test".into()],
         serial: "0a1b".into(),
+        issuer: "CN=Example Issuing CA".into(),
+        // 2026-01-01T00:00:00Z, as `not_after`.
+        not_after_unix: 1_767_225_600,
+        key_algorithm: "EC P-256".into(),
+        leaf_der: Vec::new(),
+        chain_der: Vec::new(),
     }
 }
 
@@ -384,6 +390,47 @@ fn shipped_templates_render() {
         // non-JSON dummy), but nothing else may fail.
         if let Err(e) = r.render(0, &ctx) {
             assert!(e.message.contains("filter `"), "{}: {e}", path.display());
+        }
+    }
+}
+
+/// Every config in `config/` compiles (its templates taken from the
+/// repository's `templates/` when the configured directory is not on this
+/// machine) and each file renders against a synthetic context.
+#[test]
+fn shipped_configs_compile_and_render() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Ok(entries) = std::fs::read_dir(root.join("config")) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let mut cfg =
+            kvsync::config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for f in &mut cfg.files {
+            if let FileSource::Template(t) = &mut f.source
+                && !t.exists()
+            {
+                *t = root.join("templates").join(t.file_name().unwrap());
+            }
+        }
+        let r =
+            Renderer::compile(&cfg).unwrap_or_else(|e| panic!("{}: {}", path.display(), show(&e)));
+        let mut ctx = context();
+        for (alias, spec) in &cfg.secrets {
+            ctx.secrets
+                .insert(alias.clone(), bundle(alias, "dummy-value"));
+            if spec.kind == SecretKind::Certificate {
+                ctx.certs.insert(alias.clone(), cert());
+            }
+        }
+        for i in 0..cfg.files.len() {
+            if let Err(e) = r.render(i, &ctx) {
+                assert!(e.message.contains("filter `"), "{}: {e}", path.display());
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -36,6 +37,11 @@ pub const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
 /// Size of a key file's random contents, bytes (rendered as hex). Real key
 /// files are short random strings; clients cap them at 4096 bytes.
 const KEY_BYTES: usize = 32;
+
+/// How long a challenge key stays valid. Real key files are single-use and
+/// short-lived ("send the second request at once", PROTOCOL.md §1); expired
+/// keys are rejected and their files deleted when the next challenge is made.
+pub const KEY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Routes of the metadata port, with counting/latency/fault guard.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -146,14 +152,12 @@ fn challenge_or_key(shared: &Shared, headers: &HeaderMap) -> Result<(), Response
         (Some(key), None) => lock(&shared.challenges).remove(&key),
         _ => None,
     };
+    if let Some((path, _)) = &consumed {
+        remove_key_file(path);
+    }
     match consumed {
-        Some(path) => {
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot delete used key file");
-            }
-            Ok(())
-        }
-        None => Err(metadata_error(
+        Some((_, created)) if created.elapsed() < KEY_TTL => Ok(()),
+        _ => Err(metadata_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized_client",
             "The key in the Authorization header is not valid (unknown, already used or wrong)",
@@ -200,8 +204,27 @@ fn new_key_file(shared: &Shared) -> std::io::Result<PathBuf> {
     let contents: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let path = shared.token_dir.join(format!("{}.key", random_guid()));
     write_new_private(&path, contents.as_bytes())?;
-    lock(&shared.challenges).insert(contents, path.clone());
+    let expired: Vec<PathBuf> = {
+        let mut challenges = lock(&shared.challenges);
+        let mut expired = Vec::new();
+        challenges.retain(|_, (p, created)| {
+            let keep = created.elapsed() < KEY_TTL;
+            if !keep {
+                expired.push(p.clone());
+            }
+            keep
+        });
+        challenges.insert(contents, (path.clone(), Instant::now()));
+        expired
+    };
+    expired.iter().for_each(|p| remove_key_file(p));
     Ok(path)
+}
+
+fn remove_key_file(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot delete key file");
+    }
 }
 
 /// Writes a new file (never replacing one) readable only by its owner.

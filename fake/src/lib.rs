@@ -55,7 +55,7 @@
 //! * [`Emulator::issue_token`] (a valid token without the HIMDS dance),
 //!   [`Emulator::invalidate_tokens`], [`Emulator::set_instance`],
 //!   [`Emulator::clear_faults`], [`Emulator::pending_faults`],
-//!   [`Emulator::identity`].
+//!   [`Emulator::identity`], [`Emulator::outstanding_challenges`].
 //! * Protocol quirks for client robustness tests:
 //!   [`Emulator::set_himds_selector_echo`],
 //!   [`Emulator::set_vault_api_versions`],
@@ -287,6 +287,12 @@ impl Emulator {
     /// every key is rejected. `None`: normal challenges.
     pub fn set_challenge_path(&self, path: Option<PathBuf>) {
         lock(&self.shared.settings).challenge_path = path;
+    }
+
+    /// HIMDS challenges whose key has not been used yet (nor expired and
+    /// purged): a client that completed the flow leaves none behind.
+    pub fn outstanding_challenges(&self) -> usize {
+        lock(&self.shared.challenges).len()
     }
 
     pub fn set_identity(&self, identity: Identity) {

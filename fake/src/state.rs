@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -74,8 +74,9 @@ pub struct Shared {
     pub request_log: Mutex<Vec<(std::time::Instant, String)>>,
     pub faults: Mutex<FaultQueue>,
     pub counters: Mutex<Counters>,
-    /// Outstanding HIMDS challenges: key file contents → key file path.
-    pub challenges: Mutex<HashMap<String, PathBuf>>,
+    /// Outstanding HIMDS challenges: key file contents → (key file path,
+    /// when it was created).
+    pub challenges: Mutex<HashMap<String, (PathBuf, Instant)>>,
     pub token_dir: PathBuf,
     /// `https://localhost:Q`: the base of ids and nextLinks.
     pub vault_base: String,

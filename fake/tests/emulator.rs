@@ -109,6 +109,7 @@ async fn himds_challenge_flow_single_use_key() {
     let body: Value = first.json().await.unwrap();
     assert_eq!(body["error"], "unauthorized_client");
     let key = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(emu.outstanding_challenges(), 1);
 
     let ok = himds_get(&emu, &c)
         .header("Authorization", format!("Basic {key}"))
@@ -132,6 +133,7 @@ async fn himds_challenge_flow_single_use_key() {
     assert_eq!(tok["token_type"], "Bearer");
     assert_eq!(tok["access_token"].as_str().unwrap().split('.').count(), 3);
     assert!(!path.exists(), "key file is deleted after use");
+    assert_eq!(emu.outstanding_challenges(), 0);
 
     let reused = himds_get(&emu, &c)
         .header("Authorization", format!("Basic {key}"))

@@ -30,7 +30,7 @@ use serde::Serialize;
 use tera::Tera;
 
 use crate::certs::CertMaterial;
-use crate::config::{Config, FileSource, OutputFormat, SecretKind};
+use crate::config::{Config, FileSource, FileSpec, OutputFormat, SecretKind};
 use crate::secret::SecretBytes;
 use crate::vault::SecretBundle;
 
@@ -119,53 +119,28 @@ impl Renderer {
         let mut errors = Vec::new();
         let mut uses_instance = false;
         for (i, spec) in config.files.iter().enumerate() {
-            let (label, source) = match &spec.source {
-                FileSource::Template(path) => match std::fs::read_to_string(path) {
-                    Ok(text) => (path.display().to_string(), text),
-                    Err(e) => {
-                        errors.push(RenderError {
-                            destination: spec.path.clone(),
-                            template: path.display().to_string(),
-                            line: None,
-                            message: format!("cannot read the template file: {e}"),
-                        });
-                        continue;
-                    }
-                },
-                FileSource::Inline(text) => ("contents".to_string(), text.clone()),
-                FileSource::Object { alias, format } => {
-                    let entry = Entry {
-                        destination: spec.path.clone(),
-                        label: format!("secret `{alias}`"),
-                        kind: Kind::Object {
-                            alias: alias.clone(),
-                            format: *format,
-                        },
-                    };
-                    errors.extend(check_object(config, &entry, alias, *format));
-                    files.push(entry);
+            let entry = match Entry::load(i, spec) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    errors.push(e);
                     continue;
                 }
             };
-            let entry = Entry {
-                destination: spec.path.clone(),
-                label,
-                kind: Kind::Template {
-                    name: format!("file{i}"),
-                    source,
-                },
-            };
-            let Kind::Template { name, source } = &entry.kind else {
-                continue;
-            };
-            errors.extend(check_refs(config, &entry, source));
-            match tera.add_raw_template(name, source) {
-                Ok(()) => {
-                    uses_instance |= tera
-                        .get_template_variables(name)
-                        .is_ok_and(|v| v.contains("instance"));
+            match &entry.kind {
+                Kind::Object { alias, format } => {
+                    errors.extend(check_object(config, &entry, alias, *format));
                 }
-                Err(e) => errors.extend(compile_errors(&entry, &e)),
+                Kind::Template { name, source } => {
+                    errors.extend(check_refs(config, &entry, source));
+                    match tera.add_raw_template(name, source) {
+                        Ok(()) => {
+                            uses_instance |= tera
+                                .get_template_variables(name)
+                                .is_ok_and(|v| v.contains("instance"));
+                        }
+                        Err(e) => errors.extend(compile_errors(&entry, &e)),
+                    }
+                }
             }
             files.push(entry);
         }
@@ -218,6 +193,42 @@ impl Renderer {
 }
 
 impl Entry {
+    /// The entry for file number `i`; reads a template file (once).
+    fn load(i: usize, spec: &FileSpec) -> Result<Entry, RenderError> {
+        let (label, source) = match &spec.source {
+            FileSource::Template(path) => match std::fs::read_to_string(path) {
+                Ok(text) => (path.display().to_string(), text),
+                Err(e) => {
+                    return Err(RenderError {
+                        destination: spec.path.clone(),
+                        template: path.display().to_string(),
+                        line: None,
+                        message: format!("cannot read the template file: {e}"),
+                    });
+                }
+            },
+            FileSource::Inline(text) => ("contents".to_string(), text.clone()),
+            FileSource::Object { alias, format } => {
+                return Ok(Entry {
+                    destination: spec.path.clone(),
+                    label: format!("secret `{alias}`"),
+                    kind: Kind::Object {
+                        alias: alias.clone(),
+                        format: *format,
+                    },
+                });
+            }
+        };
+        Ok(Entry {
+            destination: spec.path.clone(),
+            label,
+            kind: Kind::Template {
+                name: format!("file{i}"),
+                source,
+            },
+        })
+    }
+
     fn error(&self, line: Option<usize>, message: String) -> RenderError {
         RenderError {
             destination: self.destination.clone(),
