@@ -19,10 +19,10 @@
 //!   from configuration or the injected [`env::Env`], so tests point each at a
 //!   loopback fake.
 
+pub mod agent;
 pub mod certs;
 pub mod cli;
 pub mod commands;
-pub mod agent;
 pub mod config;
 pub mod env;
 pub mod hooks;

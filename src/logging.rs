@@ -25,6 +25,8 @@ pub fn init(format: LogFormat, env: &Env) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

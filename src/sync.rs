@@ -133,18 +133,17 @@ impl Engine {
     pub async fn fetch_each(&self) -> (render::Context, Vec<(String, VaultError)>) {
         let concurrency = self.config.agent.concurrency.max(1);
         let specs: Vec<&SecretSpec> = self.config.secrets.values().collect();
-        let results: Vec<(String, Result<SecretBundle, VaultError>)> =
-            futures::stream::iter(specs)
-                .map(|spec| async move {
-                    let got = self
-                        .vault
-                        .get_secret(&spec.vault, &spec.name, spec.version.as_deref())
-                        .await;
-                    (spec.alias.clone(), got)
-                })
-                .buffer_unordered(concurrency)
-                .collect()
-                .await;
+        let results: Vec<(String, Result<SecretBundle, VaultError>)> = futures::stream::iter(specs)
+            .map(|spec| async move {
+                let got = self
+                    .vault
+                    .get_secret(&spec.vault, &spec.name, spec.version.as_deref())
+                    .await;
+                (spec.alias.clone(), got)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
         let mut ctx = render::Context::default();
         let mut errors = Vec::new();
         for (alias, result) in results {
@@ -180,7 +179,11 @@ impl Engine {
     }
 
     /// Render file number `index`.
-    pub fn render_one(&self, index: usize, ctx: &render::Context) -> Result<SecretBytes, RenderError> {
+    pub fn render_one(
+        &self,
+        index: usize,
+        ctx: &render::Context,
+    ) -> Result<SecretBytes, RenderError> {
         self.renderer.render(index, ctx)
     }
 

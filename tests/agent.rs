@@ -7,9 +7,9 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
+use harness::{Harness, read, stamp, temp_leftovers};
 use kvsync_fake::{Fault, Service};
 use nix::sys::signal::Signal;
-use harness::{Harness, read, stamp, temp_leftovers};
 
 const SECS_60: Duration = Duration::from_secs(60);
 
@@ -67,7 +67,10 @@ async fn rotation_is_picked_up_within_one_interval_and_quiet_rounds_do_nothing()
     agent.round().await;
     assert_eq!(read(&h.path("out/site.key")), "key-v1");
     assert_eq!(hook_runs(&h), 1);
-    let stamps = [stamp(&h.path("out/site.key")), stamp(&h.path("out/plain.txt"))];
+    let stamps = [
+        stamp(&h.path("out/site.key")),
+        stamp(&h.path("out/plain.txt")),
+    ];
 
     // Quiet rounds: no write, no hook, and no new token.
     h.emu.reset_counters();
@@ -78,7 +81,11 @@ async fn rotation_is_picked_up_within_one_interval_and_quiet_rounds_do_nothing()
     assert_eq!(stamp(&h.path("out/site.key")), stamps[0]);
     assert_eq!(stamp(&h.path("out/plain.txt")), stamps[1]);
     assert_eq!(hook_runs(&h), 1);
-    assert_eq!(h.emu.counters().tokens_issued, 0, "the token is reused across rounds");
+    assert_eq!(
+        h.emu.counters().tokens_issued,
+        0,
+        "the token is reused across rounds"
+    );
 
     // Rotation: picked up by the next round (interval 1 s).
     h.emu.set_secret("tls-cert", "cert-v2");
@@ -88,9 +95,16 @@ async fn rotation_is_picked_up_within_one_interval_and_quiet_rounds_do_nothing()
         if read(&h.path("out/site.crt")) == "cert-v2" {
             break;
         }
-        assert!(rotated_at.elapsed() < Duration::from_secs(10), "rotation not picked up");
+        assert!(
+            rotated_at.elapsed() < Duration::from_secs(10),
+            "rotation not picked up"
+        );
     }
-    assert_eq!(hook_runs(&h), 2, "the group's hook ran once for the rotation");
+    assert_eq!(
+        hook_runs(&h),
+        2,
+        "the group's hook ran once for the rotation"
+    );
     let (code, _) = agent.terminate().await;
     assert_eq!(code, Some(0));
 }
@@ -132,13 +146,23 @@ async fn config_edits_are_picked_up_and_invalid_edits_rejected() {
     assert_eq!(read(&h.path("out/extra.txt")), "extra plain-v1");
 
     // An invalid edit: rejected with check's message; the old config keeps working.
-    replace_file(&config, &format!("{edited}\n[agent]\nbogus_key = 1\n"));
+    replace_file(
+        &config,
+        &edited.replace("interval = \"1h\"", "bogus_key = \"1h\""),
+    );
     let line = agent.wait_for("config reload rejected", SECS_60).await;
     let mut message = line;
     if !message.contains("bogus_key") {
         message = agent.wait_for("bogus_key", SECS_60).await;
     }
-    assert!(message.contains("bogus_key"), "{message}");
+    assert!(
+        message.contains("agent.bogus_key"),
+        "names the key: {message}"
+    );
+    assert!(
+        message.contains("kvsync.toml:"),
+        "names file and line: {message}"
+    );
     agent.round().await;
     h.emu.set_secret("plain", "plain-v2");
     agent.signal(Signal::SIGHUP);
@@ -194,7 +218,11 @@ async fn sigterm_during_a_round_leaves_no_temp_file_and_a_consistent_group() {
         (key == "key-v1" && cert == "cert-v1") || (key == "key-v2" && cert == "cert-v2"),
         "group diverged: {key} / {cert}"
     );
-    assert!(temp_leftovers(&h.path("out")).is_empty(), "{:?}", temp_leftovers(&h.path("out")));
+    assert!(
+        temp_leftovers(&h.path("out")).is_empty(),
+        "{:?}",
+        temp_leftovers(&h.path("out"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +245,11 @@ async fn a_failing_group_member_leaves_the_group_untouched_while_others_update()
             break;
         }
     }
-    assert_eq!(stamp(&h.path("out/site.key")), key_stamp, "group member untouched");
+    assert_eq!(
+        stamp(&h.path("out/site.key")),
+        key_stamp,
+        "group member untouched"
+    );
     assert_eq!(read(&h.path("out/site.crt")), "cert-v1");
     assert_eq!(hook_runs(&h), 1, "no hook for an unwritten group");
 
@@ -261,7 +293,11 @@ async fn himds_outage_keeps_files_and_recovers_with_one_log_per_state_change() {
         let line = agent.round().await;
         assert!(line.contains("ok=false"), "{line}");
     }
-    assert_eq!(stamp(&h.path("out/plain.txt")), before, "files untouched during the outage");
+    assert_eq!(
+        stamp(&h.path("out/plain.txt")),
+        before,
+        "files untouched during the outage"
+    );
     h.emu.clear_faults();
     loop {
         let line = agent.round().await;
@@ -301,7 +337,10 @@ async fn retry_after_is_honoured() {
     let times = h.emu.request_times("/secrets/plain");
     assert!(times.len() >= 2, "{times:?}");
     let gap = times[1] - times[0];
-    assert!(gap >= Duration::from_secs(3), "retried after {gap:?}, before Retry-After: 3");
+    assert!(
+        gap >= Duration::from_secs(3),
+        "retried after {gap:?}, before Retry-After: 3"
+    );
     agent.terminate().await;
 }
 
@@ -315,12 +354,17 @@ fn free_port() -> u16 {
 
 async fn http_get(port: u16, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut buf = String::new();
-    tokio::time::timeout(SECS_60, s.read_to_string(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(SECS_60, s.read_to_string(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, buf)
 }
@@ -338,7 +382,10 @@ async fn healthz_metrics_and_sd_notify() {
     let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
     let mut agent = h.spawn_agent(&config, &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(SECS_60, sock.recv(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(SECS_60, sock.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(msg.contains("READY=1"), "{msg}");
     agent.round().await;
@@ -384,6 +431,9 @@ async fn healthz_is_503_with_the_reason_when_rounds_fail() {
     agent.round().await;
     let (status, body) = http_get(port, "/healthz").await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("plain"), "the reason names the secret: {body}");
+    assert!(
+        body.contains("plain"),
+        "the reason names the secret: {body}"
+    );
     agent.terminate().await;
 }

@@ -40,7 +40,10 @@ fn check_markdown(file: &Path) {
         };
         let fake_path = root().join("config").join(format!("readme-{i}.toml"));
         if let Err(e) = kvsync::config::parse(&text, &fake_path) {
-            panic!("{} TOML block {i} does not parse:\n{e}\n---\n{block}", file.display());
+            panic!(
+                "{} TOML block {i} does not parse:\n{e}\n---\n{block}",
+                file.display()
+            );
         }
     }
 }
@@ -70,7 +73,11 @@ fn example_configs_load_and_compile() {
             .unwrap_or_else(|e| panic!("{} does not load:\n{e}", path.display()));
         if let Err(errors) = kvsync::render::Renderer::compile(&config) {
             let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            panic!("{} templates do not compile:\n{}", path.display(), msgs.join("\n"));
+            panic!(
+                "{} templates do not compile:\n{}",
+                path.display(),
+                msgs.join("\n")
+            );
         }
         seen += 1;
     }

@@ -4,8 +4,8 @@
 
 mod harness;
 
-use kvsync_fake::{Fault, Service};
 use harness::{Harness, mode, read, stamp, stderr, stdout, temp_leftovers};
+use kvsync_fake::{Fault, Service};
 
 const CANARY_A: &str = "canary-A-7f3e9b1c";
 const CANARY_B: &str = "canary-B-0d2c4a8e";
@@ -93,7 +93,11 @@ async fn second_run_changes_only_what_rotated() {
     assert_eq!(hook_runs(&h), 2);
     let log = read(&h.path("hook.log"));
     let last_run: Vec<&str> = log.rsplit("run\n").next().unwrap().lines().collect();
-    assert_eq!(last_run, vec![b.display().to_string()], "KVSYNC_CHANGED lists only b");
+    assert_eq!(
+        last_run,
+        vec![b.display().to_string()],
+        "KVSYNC_CHANGED lists only b"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +165,10 @@ async fn dry_run_writes_nothing_and_prints_no_value() {
     assert!(!h.path("out").exists(), "dry run created nothing");
     assert_eq!(hook_runs(&h), 0);
     for text in [stdout(&o), stderr(&o)] {
-        assert!(!text.contains(CANARY_A) && !text.contains(CANARY_B), "{text}");
+        assert!(
+            !text.contains(CANARY_A) && !text.contains(CANARY_B),
+            "{text}"
+        );
     }
 
     // After a real run, a rotation shows up as "would change".
@@ -169,7 +176,10 @@ async fn dry_run_writes_nothing_and_prints_no_value() {
     h.emu.set_secret("secret-a", "rotated-a");
     let o = h.once(&config, &["--dry-run"]).await;
     let out = stdout(&o);
-    assert!(out.contains("would change") && out.contains("unchanged"), "{out}");
+    assert!(
+        out.contains("would change") && out.contains("unchanged"),
+        "{out}"
+    );
     assert_eq!(read(&h.path("out/a.txt")), format!("a={CANARY_A}\n"));
     assert!(!out.contains("rotated-a"));
 }
@@ -195,7 +205,11 @@ on_change = "echo reload-failed-marker >&2; exit 3"
     let err = stderr(&o);
     assert!(err.contains("reload-failed-marker"), "{err}");
     assert!(err.contains('3'), "{err}");
-    assert_eq!(read(&h.path("out/a.txt")), CANARY_A, "files are written before hooks");
+    assert_eq!(
+        read(&h.path("out/a.txt")),
+        CANARY_A,
+        "files are written before hooks"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,8 +259,17 @@ async fn no_secret_or_token_in_any_output_at_trace_level() {
     // Success, text and JSON logs, and a dry run.
     outputs.push(h.kvsync(&["once", "-c", cfg], &trace).await);
     h.emu.set_secret("secret-a", "rotated-a-canary-5d1e");
-    outputs.push(h.kvsync(&["--log-format", "json", "once", "-c", cfg, "--dry-run"], &trace).await);
-    outputs.push(h.kvsync(&["--log-format", "json", "once", "-c", cfg], &trace).await);
+    outputs.push(
+        h.kvsync(
+            &["--log-format", "json", "once", "-c", cfg, "--dry-run"],
+            &trace,
+        )
+        .await,
+    );
+    outputs.push(
+        h.kvsync(&["--log-format", "json", "once", "-c", cfg], &trace)
+            .await,
+    );
     // Failures: 403, 500s, a missing secret.
     h.emu.push_fault(Fault {
         service: Service::KeyVault,

@@ -71,9 +71,14 @@ impl Health {
                 "last successful round {}s ago (limit {}s){}",
                 at.elapsed().as_secs(),
                 limit.as_secs(),
-                err.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+                err.as_ref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
             )),
-            (Some(at), _) => Ok(format!("ok: last successful round {}s ago", at.elapsed().as_secs())),
+            (Some(at), _) => Ok(format!(
+                "ok: last successful round {}s ago",
+                at.elapsed().as_secs()
+            )),
         }
     }
 }
@@ -123,7 +128,9 @@ fn respond<B>(req: &Request<B>, health: &Health, metrics: &Metrics) -> Response<
     let mut response = Response::new(Full::new(Bytes::from(body + "\n")));
     *response.status_mut() = status;
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
     }
     response
 }

@@ -57,7 +57,11 @@ impl Metrics {
         );
         registry.register("files_written", "Files written", m.files_written.clone());
         registry.register("hooks_run", "on_change hooks run", m.hooks_run.clone());
-        registry.register("hooks_failed", "on_change hooks failed", m.hooks_failed.clone());
+        registry.register(
+            "hooks_failed",
+            "on_change hooks failed",
+            m.hooks_failed.clone(),
+        );
         registry.register(
             "file_last_success_timestamp_seconds",
             "Last time each file was confirmed up to date (Unix seconds)",

@@ -240,8 +240,8 @@ impl Agent {
     fn rebuild(&self) -> Result<Engine, SetupError> {
         let (config, renderer) = commands::load(&self.path)?;
         let old = self.engine.config();
-        let same_client = format!("{:?}{:?}", config.auth, config.tls)
-            == format!("{:?}{:?}", old.auth, old.tls);
+        let same_client =
+            format!("{:?}{:?}", config.auth, config.tls) == format!("{:?}{:?}", old.auth, old.tls);
         let vault = if same_client {
             self.engine.vault().clone()
         } else {

@@ -95,7 +95,12 @@ pub async fn run(
         }
     };
     let Ok((mut ctx, fetch_errors)) = fetched else {
-        record(&mut outcome, metrics, &SyncError::Deadline(deadline), "vault");
+        record(
+            &mut outcome,
+            metrics,
+            &SyncError::Deadline(deadline),
+            "vault",
+        );
         return outcome;
     };
     for (alias, e) in fetch_errors {
@@ -105,7 +110,9 @@ pub async fn run(
         };
         outcome.transient &= e.is_transient();
         metrics.failure(kind);
-        outcome.failures.push((kind, format!("secret '{alias}': {e}")));
+        outcome
+            .failures
+            .push((kind, format!("secret '{alias}': {e}")));
     }
     for e in engine.add_certificates(&mut ctx) {
         record(&mut outcome, metrics, &e, "certificate");
@@ -151,7 +158,9 @@ fn write_group(
             Err(e) => {
                 outcome.transient = false;
                 metrics.failure("render");
-                outcome.failures.push(("render", group_note(e.to_string(), members.len())));
+                outcome
+                    .failures
+                    .push(("render", group_note(e.to_string(), members.len())));
                 return;
             }
         };
@@ -160,7 +169,9 @@ fn write_group(
             Err(e) => {
                 outcome.transient = false;
                 metrics.failure("write");
-                outcome.failures.push(("write", group_note(e.to_string(), members.len())));
+                outcome
+                    .failures
+                    .push(("write", group_note(e.to_string(), members.len())));
                 return;
             }
         }

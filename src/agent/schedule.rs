@@ -73,7 +73,10 @@ mod tests {
         let mut s = Schedule::new(Duration::from_secs(60), Duration::from_secs(10));
         for _ in 0..100 {
             let d = s.after_success();
-            assert!(d >= Duration::from_secs(60) && d <= Duration::from_secs(70), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(60) && d <= Duration::from_secs(70),
+                "{d:?}"
+            );
         }
     }
 

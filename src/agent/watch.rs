@@ -46,19 +46,20 @@ impl ConfigWatcher {
         let (files, dirs) = watched(config);
         let templates_dir = config.agent.templates_dir.clone();
         let (tx, events) = mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let Ok(event) = res else { return };
-            if event.kind.is_access() {
-                return;
-            }
-            let relevant = event
-                .paths
-                .iter()
-                .any(|p| files.contains(p) || p.parent() == Some(templates_dir.as_path()));
-            if relevant {
-                let _ = tx.send(());
-            }
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                let Ok(event) = res else { return };
+                if event.kind.is_access() {
+                    return;
+                }
+                let relevant = event
+                    .paths
+                    .iter()
+                    .any(|p| files.contains(p) || p.parent() == Some(templates_dir.as_path()));
+                if relevant {
+                    let _ = tx.send(());
+                }
+            })?;
         for dir in &dirs {
             if dir.is_dir() {
                 watcher.watch(dir, RecursiveMode::NonRecursive)?;

@@ -15,7 +15,9 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new() -> Self {
-        let emu = Emulator::start(Options::default()).await.expect("emulator starts");
+        let emu = Emulator::start(Options::default())
+            .await
+            .expect("emulator starts");
         let dir = tempfile::tempdir().expect("tempdir");
         Self { emu, dir }
     }
@@ -97,12 +99,19 @@ pub fn read(path: &Path) -> String {
 pub fn stamp(path: &Path) -> (u64, i128) {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).expect("metadata");
-    (m.ino(), m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128)
+    (
+        m.ino(),
+        m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+    )
 }
 
 pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).expect("metadata").permissions().mode() & 0o7777
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 /// Names in `dir` that look like leftover temp files.
@@ -172,15 +181,22 @@ impl Agent {
                         return line;
                     }
                 }
-                Ok(None) => panic!("agent exited before logging {needle:?}; log:\n{}", self.log.join("\n")),
-                Err(_) => panic!("timed out waiting for {needle:?}; log:\n{}", self.log.join("\n")),
+                Ok(None) => panic!(
+                    "agent exited before logging {needle:?}; log:\n{}",
+                    self.log.join("\n")
+                ),
+                Err(_) => panic!(
+                    "timed out waiting for {needle:?}; log:\n{}",
+                    self.log.join("\n")
+                ),
             }
         }
     }
 
     /// Wait for the next "round complete" line.
     pub async fn round(&mut self) -> String {
-        self.wait_for("round complete", std::time::Duration::from_secs(60)).await
+        self.wait_for("round complete", std::time::Duration::from_secs(60))
+            .await
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
