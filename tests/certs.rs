@@ -446,3 +446,71 @@ fn debug_hides_the_key() {
     assert!(!debug.contains(&key_line));
     assert!(!debug.contains(&m.pfx_base64.expose_secret()[..40]));
 }
+
+/// P-521 (offered by Key Vault, absent from ring): matched by the public point
+/// the key carries; a key without it is refused with a clear message.
+#[test]
+fn p521_matches_by_carried_point() {
+    let c = Chain {
+        root: pem_der(&fixture_text("root.pem")),
+        int: pem_der(&fixture_text("int.pem")),
+        leaf: pem_der(&fixture_text("ec521-leaf.pem")),
+        key: fixture_text("ec521-leaf.key"),
+    };
+    let m = certs::from_secret(
+        &secret(&scrambled_pem(&c, &c.key)),
+        Some(CONTENT_TYPE_PEM),
+        None,
+        false,
+    )
+    .unwrap();
+    assert_eq!(m.leaf_der, c.leaf);
+    assert_eq!(m.chain_der, vec![c.int.clone()]);
+    assert_eq!(m.key_algorithm, "EC P-521");
+
+    let nopub = fixture_text("ec521-leaf.sec1-nopub.key");
+    let err = certs::from_secret(
+        &secret(&scrambled_pem(&c, &nopub)),
+        Some(CONTENT_TYPE_PEM),
+        Some(&c.leaf),
+        false,
+    )
+    .unwrap_err();
+    assert!(matches!(err, CertError::UnsupportedKey(_)), "{err}");
+    assert!(
+        err.to_string().contains("P-521 without its public point"),
+        "{err}"
+    );
+
+    // A P-256 key claiming a P-521 leaf's place is still a mismatch.
+    let err = certs::from_secret(
+        &secret(&scrambled_pem(
+            &c,
+            &KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .unwrap()
+                .serialize_pem(),
+        )),
+        Some(CONTENT_TYPE_PEM),
+        Some(&c.leaf),
+        false,
+    )
+    .unwrap_err();
+    assert!(matches!(err, CertError::KeyMismatch { .. }), "{err}");
+}
+
+/// A self-signed leaf (no chain): nothing to drop or keep.
+#[test]
+fn self_signed_leaf_has_empty_chain() {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = params("leaf.example.test", false)
+        .self_signed(&key)
+        .unwrap();
+    let text = [key.serialize_pem(), pem("CERTIFICATE", cert.der())].concat();
+    for include_root in [false, true] {
+        let m =
+            certs::from_secret(&secret(&text), Some(CONTENT_TYPE_PEM), None, include_root).unwrap();
+        assert_eq!(m.leaf_der, cert.der().to_vec());
+        assert!(m.chain_der.is_empty() && m.chain_pem.is_empty());
+        assert_eq!(m.fullchain_pem, m.cert_pem);
+    }
+}

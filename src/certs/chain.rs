@@ -253,3 +253,63 @@ mod tests {
         assert_eq!(ip_string(&[1, 2, 3]), None);
     }
 }
+
+#[cfg(test)]
+mod path_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn cert(subject: &str, issuer: &str, ski: Option<u8>, aki: Option<u8>, exp: i64) -> Cert {
+        Cert {
+            der: subject.as_bytes().to_vec(),
+            subject: subject.as_bytes().to_vec(),
+            issuer: issuer.as_bytes().to_vec(),
+            subject_key_id: ski.map(|k| vec![k]),
+            authority_key_id: aki.map(|k| vec![k]),
+            public_key: PublicKey::Other(String::new()),
+            not_after: exp,
+        }
+    }
+
+    #[test]
+    fn order_follows_names_not_positions() {
+        // root, unrelated, int2 (issued by int1), leaf, int1
+        let certs = vec![
+            cert("root", "root", Some(9), Some(9), 0),
+            cert("stray", "elsewhere", None, None, 0),
+            cert("int2", "int1", Some(2), Some(1), 0),
+            cert("leaf", "int2", None, Some(2), 0),
+            cert("int1", "root", Some(1), Some(9), 0),
+        ];
+        assert_eq!(issuing_path(&certs, 3), (vec![2, 4], Some(0)));
+    }
+
+    #[test]
+    fn key_identifier_then_expiry_pick_among_same_names() {
+        // Two CAs named "ca": the one whose SKI matches the leaf's AKI wins
+        // even though the other expires later.
+        let certs = vec![
+            cert("ca", "root", Some(7), None, 100),
+            cert("ca", "root", Some(8), None, 900),
+            cert("leaf", "ca", None, Some(7), 0),
+        ];
+        assert_eq!(issuing_path(&certs, 2), (vec![0], None));
+        // Without key identifiers, the later expiry wins.
+        let certs = vec![
+            cert("ca", "root", None, None, 100),
+            cert("ca", "root", None, None, 900),
+            cert("leaf", "ca", None, None, 0),
+        ];
+        assert_eq!(issuing_path(&certs, 2), (vec![1], None));
+    }
+
+    #[test]
+    fn cycles_end() {
+        let certs = vec![
+            cert("a", "b", None, None, 0),
+            cert("b", "a", None, None, 0),
+            cert("leaf", "a", None, None, 0),
+        ];
+        assert_eq!(issuing_path(&certs, 2), (vec![0, 1], None));
+    }
+}

@@ -32,12 +32,18 @@ pub(crate) const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.
 /// secp384r1 / P-384 (RFC 5480 §2.1.1.1).
 pub(crate) const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
-/// The curves Key Vault offers that kvsync supports (P-521 is not in ring).
+/// An EC key's named curve. ring derives public points for P-256 and P-384;
+/// other curves Key Vault offers (P-521, secp256k1) are matched by the public
+/// point the private key carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Curve {
     P256,
     P384,
+    Other(ObjectIdentifier),
 }
+
+/// secp521r1 / P-521 (RFC 5480 §2.1.1.1), named in messages only.
+const OID_P521: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
 
 impl Curve {
     pub(crate) fn from_oid(oid: &[u8]) -> Option<Self> {
@@ -46,7 +52,7 @@ impl Curve {
         } else if oid == OID_P384.as_bytes() {
             Some(Self::P384)
         } else {
-            None
+            ObjectIdentifier::from_bytes(oid).ok().map(Self::Other)
         }
     }
 
@@ -54,28 +60,34 @@ impl Curve {
         match self {
             Self::P256 => OID_P256,
             Self::P384 => OID_P384,
+            Self::Other(oid) => oid,
         }
     }
 
-    /// Private scalar length in octets (SEC1 §C.4: ceil(log2(n)/8)).
-    fn scalar_len(self) -> usize {
+    /// Private scalar length in octets (SEC1 §C.4: ceil(log2(n)/8)), for
+    /// the curves ring handles.
+    fn scalar_len(self) -> Option<usize> {
         match self {
-            Self::P256 => 32,
-            Self::P384 => 48,
+            Self::P256 => Some(32),
+            Self::P384 => Some(48),
+            Self::Other(_) => None,
         }
     }
 
-    fn ring_alg(self) -> &'static signature::EcdsaSigningAlgorithm {
+    fn ring_alg(self) -> Option<&'static signature::EcdsaSigningAlgorithm> {
         match self {
-            Self::P256 => &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            Self::P384 => &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+            Self::P256 => Some(&signature::ECDSA_P256_SHA256_ASN1_SIGNING),
+            Self::P384 => Some(&signature::ECDSA_P384_SHA384_ASN1_SIGNING),
+            Self::Other(_) => None,
         }
     }
 
-    pub(crate) fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> String {
         match self {
-            Self::P256 => "P-256",
-            Self::P384 => "P-384",
+            Self::P256 => "P-256".to_owned(),
+            Self::P384 => "P-384".to_owned(),
+            Self::Other(oid) if oid == OID_P521 => "P-521".to_owned(),
+            Self::Other(oid) => oid.to_string(),
         }
     }
 }
@@ -184,20 +196,22 @@ fn from_sec1_with(der_bytes: &[u8], curve_oid: Option<&[u8]>) -> Result<PrivateK
     let curve_oid = curve_oid
         .or(own_curve.map(|p| p.value()))
         .ok_or_else(|| malformed("EC private key names no curve"))?;
-    let curve = Curve::from_oid(curve_oid).ok_or_else(|| {
-        let name = ObjectIdentifier::from_bytes(curve_oid)
-            .map(|o| o.to_string())
-            .unwrap_or_default();
-        CertError::UnsupportedKey(format!("EC curve {name}"))
-    })?;
-    let raw = unsigned(scalar.value());
-    if raw.is_empty() || raw.len() > curve.scalar_len() {
-        return Err(malformed(
-            "EC private scalar has the wrong length for its curve",
-        ));
-    }
-    let mut padded = Zeroizing::new(vec![0u8; curve.scalar_len() - raw.len()]);
-    padded.extend_from_slice(raw);
+    let curve = Curve::from_oid(curve_oid).ok_or_else(|| malformed("EC curve OID is invalid"))?;
+    let padded = match curve.scalar_len() {
+        // Some encoders drop leading zero octets; ring wants the full width.
+        Some(len) => {
+            let raw = unsigned(scalar.value());
+            if raw.is_empty() || raw.len() > len {
+                return Err(malformed(
+                    "EC private scalar has the wrong length for its curve",
+                ));
+            }
+            let mut padded = Zeroizing::new(vec![0u8; len - raw.len()]);
+            padded.extend_from_slice(raw);
+            padded
+        }
+        None => Zeroizing::new(scalar.value().to_vec()),
+    };
     // publicKey [1] BIT STRING: first content octet is the unused-bit count.
     let point = context_inner(rest, 1)
         .filter(|b| b.tag() == Tag::BitString)
@@ -269,11 +283,24 @@ fn bind_ec(
     let alg_oid = tlv(TAG_OID, OID_EC.as_bytes());
     let curve_oid = tlv(TAG_OID, curve.oid().as_bytes());
     let der_bytes = pkcs8(&[&alg_oid, &curve_oid], &ec_private_key);
-    match signature::EcdsaKeyPair::from_pkcs8(curve.ring_alg(), &der_bytes, &SystemRandom::new()) {
-        Ok(_) => Ok(Some(BoundKey {
-            pkcs8: der_bytes,
-            algorithm: format!("EC {}", curve.name()),
-        })),
+    let bound = BoundKey {
+        pkcs8: der_bytes,
+        algorithm: format!("EC {}", curve.name()),
+    };
+    let Some(alg) = curve.ring_alg() else {
+        // No derivation for this curve: the point the key carries (already
+        // compared with the certificate's) is the evidence, as for RSA.
+        return if key_had_point {
+            Ok(Some(bound))
+        } else {
+            Err(CertError::UnsupportedKey(format!(
+                "EC {} without its public point (kvsync derives points for P-256 and P-384 only)",
+                curve.name()
+            )))
+        };
+    };
+    match signature::EcdsaKeyPair::from_pkcs8(alg, &bound.pkcs8, &SystemRandom::new()) {
+        Ok(_) => Ok(Some(bound)),
         // The key's own point equalled the certificate's, yet the scalar does
         // not produce it: the key is corrupt rather than merely foreign.
         Err(_) if key_had_point => Err(malformed(
@@ -288,5 +315,145 @@ fn bit_length(n: &[u8]) -> usize {
     match n.first() {
         Some(first) => n.len() * 8 - first.leading_zeros() as usize,
         None => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use ring::signature::KeyPair as _;
+
+    fn ring_p256() -> (Vec<u8>, Vec<u8>) {
+        let rng = SystemRandom::new();
+        let alg = &signature::ECDSA_P256_SHA256_ASN1_SIGNING;
+        let doc = signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        let pair = signature::EcdsaKeyPair::from_pkcs8(alg, doc.as_ref(), &rng).unwrap();
+        (doc.as_ref().to_vec(), pair.public_key().as_ref().to_vec())
+    }
+
+    #[test]
+    fn ec_key_binds_to_its_own_point_only() {
+        let (pkcs8_a, point_a) = ring_p256();
+        let (_, point_b) = ring_p256();
+        let key = from_pkcs8(&pkcs8_a).unwrap();
+        let own = PublicKey::Ec {
+            curve: Curve::P256,
+            point: point_a.clone(),
+        };
+        let bound = bind(&key, &own).unwrap().expect("own point");
+        assert_eq!(bound.algorithm, "EC P-256");
+        // Canonical form still parses and carries the point.
+        assert!(
+            matches!(from_pkcs8(&bound.pkcs8).unwrap(), PrivateKey::Ec { point: Some(p), .. } if p == point_a)
+        );
+        let other = PublicKey::Ec {
+            curve: Curve::P256,
+            point: point_b,
+        };
+        assert!(bind(&key, &other).unwrap().is_none());
+        let wrong_curve = PublicKey::Ec {
+            curve: Curve::P384,
+            point: point_a,
+        };
+        assert!(bind(&key, &wrong_curve).unwrap().is_none());
+    }
+
+    #[test]
+    fn ec_scalar_without_point_is_derived_by_ring() {
+        let (pkcs8_a, point_a) = ring_p256();
+        let (_, point_b) = ring_p256();
+        let PrivateKey::Ec { scalar, .. } = from_pkcs8(&pkcs8_a).unwrap() else {
+            panic!("EC expected");
+        };
+        let bare = PrivateKey::Ec {
+            curve: Curve::P256,
+            scalar,
+            point: None,
+        };
+        let mine = PublicKey::Ec {
+            curve: Curve::P256,
+            point: point_a,
+        };
+        let theirs = PublicKey::Ec {
+            curve: Curve::P256,
+            point: point_b,
+        };
+        assert!(bind(&bare, &mine).unwrap().is_some());
+        assert!(bind(&bare, &theirs).unwrap().is_none());
+    }
+
+    #[test]
+    fn corrupt_ec_key_is_malformed_not_mismatched() {
+        let (_, point_a) = ring_p256();
+        let (pkcs8_b, _) = ring_p256();
+        let PrivateKey::Ec { scalar, .. } = from_pkcs8(&pkcs8_b).unwrap() else {
+            panic!("EC expected");
+        };
+        // Key B's scalar wearing key A's point.
+        let forged = PrivateKey::Ec {
+            curve: Curve::P256,
+            scalar,
+            point: Some(point_a.clone()),
+        };
+        let leaf = PublicKey::Ec {
+            curve: Curve::P256,
+            point: point_a,
+        };
+        assert!(matches!(
+            bind(&forged, &leaf),
+            Err(CertError::InvalidKey(_))
+        ));
+    }
+
+    #[test]
+    fn rsa_mismatch_and_cross_type() {
+        let rsa = PrivateKey::Rsa {
+            pkcs1: Zeroizing::new(vec![]),
+            n: vec![0xc1; 256],
+            e: vec![1, 0, 1],
+        };
+        let same = PublicKey::Rsa {
+            n: vec![0xc1; 256],
+            e: vec![1, 0, 1],
+        };
+        assert_eq!(bind(&rsa, &same).unwrap().unwrap().algorithm, "RSA 2048");
+        let other = PublicKey::Rsa {
+            n: vec![0xc2; 256],
+            e: vec![1, 0, 1],
+        };
+        assert!(bind(&rsa, &other).unwrap().is_none());
+        assert!(
+            bind(&rsa, &PublicKey::Other("1.3.101.112".into()))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn unsupported_algorithms_are_named() {
+        // Ed25519 PKCS#8 (RFC 8410 §10.3 example).
+        let ed25519 = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20, 0xd4, 0xee, 0x72, 0xdb, 0xf9, 0x13, 0x58, 0x4a, 0xd5, 0xb6, 0xd8, 0xf1,
+            0xf7, 0x69, 0xf8, 0xad, 0x3a, 0xfe, 0x7c, 0x28, 0xcb, 0xf1, 0xd4, 0xfb, 0xe0, 0x97,
+            0xa8, 0x8f, 0x44, 0x75, 0x58, 0x42,
+        ];
+        let err = from_pkcs8(&ed25519).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "unsupported private key algorithm 1.3.101.112; kvsync handles RSA and EC (P-256, P-384, and others whose key carries its public point) keys"
+        );
+        assert!(matches!(
+            from_pkcs8(b"garbage"),
+            Err(CertError::InvalidKey(_))
+        ));
+    }
+
+    #[test]
+    fn bit_lengths() {
+        assert_eq!(bit_length(&[0x80, 0]), 16);
+        assert_eq!(bit_length(&[0x01, 0]), 9);
+        assert_eq!(bit_length(&[]), 0);
     }
 }

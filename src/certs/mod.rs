@@ -121,7 +121,9 @@ pub enum CertError {
         "the private key does not belong to the leaf certificate (subject {subject}, thumbprint {thumbprint}); refusing to deliver a mismatched key and certificate"
     )]
     KeyMismatch { subject: String, thumbprint: String },
-    #[error("unsupported private key algorithm {0}; kvsync handles RSA and EC P-256/P-384 keys")]
+    #[error(
+        "unsupported private key algorithm {0}; kvsync handles RSA and EC (P-256, P-384, and others whose key carries its public point) keys"
+    )]
     UnsupportedKey(String),
     #[error("the private key is malformed: {0}")]
     InvalidKey(&'static str),
@@ -176,7 +178,9 @@ pub fn from_secret(
 }
 
 fn decode(value: &SecretString, content_type: Option<&str>) -> Result<Bundle, CertError> {
-    match content_type.map(str::trim) {
+    // Media types are case-insensitive (RFC 9110 §8.3.1).
+    let content_type = content_type.map(|t| t.trim().to_ascii_lowercase());
+    match content_type.as_deref() {
         None | Some("") | Some(CONTENT_TYPE_PKCS12) => {
             let text: String = value
                 .expose_secret()
