@@ -19,6 +19,7 @@
 //!   from configuration or the injected [`env::Env`], so tests point each at a
 //!   loopback fake.
 
+pub mod agent;
 pub mod certs;
 pub mod cli;
 pub mod commands;
@@ -27,6 +28,7 @@ pub mod env;
 pub mod hooks;
 pub mod http;
 pub mod identity;
+pub mod logging;
 pub mod render;
 pub mod secret;
 pub mod sync;

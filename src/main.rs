@@ -1,23 +1,90 @@
-//! kvsync binary: parse the command line, set up logging, call the library.
+//! kvsync binary: parse the command line, set up logging, call the library,
+//! map the result to an exit code.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use kvsync::cli::{Cli, Command};
-use kvsync::commands;
+use kvsync::cli::{Cli, Command, LogFormatArg};
+use kvsync::commands::{self, EXIT_SYNC_FAILED};
+use kvsync::config::LogFormat;
 use kvsync::env::Env;
 
 fn main() -> ExitCode {
+    // reqwest is built without a default crypto provider: install ring's
+    // once for the process (our clients also pass it explicitly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let env = Env::from_process();
+    let cli_format = cli.log_format.map(|f| match f {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    });
     let code = match cli.command {
         Command::Check { config } => {
             commands::check::run(&commands::config_path(config.config.as_deref(), &env))
         }
-        _ => {
-            eprintln!("not implemented yet");
+        Command::Once { config, dry_run } => {
+            let path = commands::config_path(config.config.as_deref(), &env);
+            with_runtime(|| async {
+                let engine = match commands::engine(&path, &env) {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        eprintln!("kvsync: {e}");
+                        return e.exit_code();
+                    }
+                };
+                let format = cli_format
+                    .or(engine.config().agent.log_format)
+                    .unwrap_or(LogFormat::Text);
+                kvsync::logging::init(format, &env);
+                commands::once::run(&engine, dry_run).await
+            })
+        }
+        Command::Run { config } => {
+            let path = commands::config_path(config.config.as_deref(), &env);
+            with_runtime(|| async {
+                let triggers = match kvsync::agent::signal_triggers() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("kvsync: cannot install signal handlers: {e}");
+                        return EXIT_SYNC_FAILED;
+                    }
+                };
+                let engine = match commands::engine(&path, &env) {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        eprintln!("kvsync: {e}");
+                        return e.exit_code();
+                    }
+                };
+                let format = cli_format
+                    .or(engine.config().agent.log_format)
+                    .unwrap_or(LogFormat::Text);
+                kvsync::logging::init(format, &env);
+                kvsync::agent::run(&path, &env, engine, triggers).await
+            })
+        }
+        Command::Whoami { .. } => {
+            eprintln!("kvsync: this command is not available yet");
             commands::EXIT_USAGE
         }
     };
     commands::exit(code)
+}
+
+fn with_runtime<F, Fut>(f: F) -> u8
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = u8>,
+{
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f()),
+        Err(e) => {
+            eprintln!("kvsync: cannot start the async runtime: {e}");
+            EXIT_SYNC_FAILED
+        }
+    }
 }

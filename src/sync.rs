@@ -1,2 +1,329 @@
 //! One sync round: fetch every declared secret → render every file → write
-//! the changed ones → run each distinct hook once.
+//! the changed ones → run each distinct `on_change` hook once.
+//!
+//! Invariants (SPEC.md "Writing files"):
+//! * every file is rendered before any is written; in a one-shot round, a
+//!   single fetch or render failure means nothing is written;
+//! * hooks run only after all changed files of the round are in place, each
+//!   distinct command once, with `KVSYNC_CHANGED` listing its changed files;
+//! * nothing here prints a secret value: outcomes name paths and changes only.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::config::{Config, SecretKind, SecretSpec};
+use crate::hooks::{self, HookError};
+use crate::render::{self, RenderError, Renderer};
+use crate::secret::SecretBytes;
+use crate::vault::{SecretBundle, VaultClient, VaultError};
+use crate::write::{self, Change, Target, WriteError};
+
+/// What happened (or, in a dry run, would happen) to one file.
+#[derive(Clone, Debug)]
+pub struct FileOutcome {
+    pub path: PathBuf,
+    pub change: Change,
+}
+
+/// Result of a successful round.
+#[derive(Clone, Debug, Default)]
+pub struct RoundReport {
+    pub files: Vec<FileOutcome>,
+    /// Hook commands that ran (in config order).
+    pub hooks_run: Vec<String>,
+}
+
+impl RoundReport {
+    pub fn changed(&self) -> impl Iterator<Item = &FileOutcome> {
+        self.files.iter().filter(|f| f.change.is_change())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{}", join_fetch_errors(.0))]
+    Fetch(Vec<(String, VaultError)>),
+    #[error("{}", join_lines(.0))]
+    Render(Vec<RenderError>),
+    #[error("certificate '{alias}': {message}")]
+    Certificate { alias: String, message: String },
+    #[error("{0}")]
+    Write(#[from] WriteError),
+    #[error("{}", join_lines(.0))]
+    Hooks(Vec<HookError>),
+    #[error("sync did not finish within the deadline of {}", humantime::format_duration(*.0))]
+    Deadline(Duration),
+}
+
+impl SyncError {
+    /// Whether a later retry may succeed without operator action.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Fetch(errors) => errors.iter().all(|(_, e)| e.is_transient()),
+            SyncError::Deadline(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn join_lines<E: std::fmt::Display>(errors: &[E]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn join_fetch_errors(errors: &[(String, VaultError)]) -> String {
+    errors
+        .iter()
+        .map(|(alias, e)| format!("secret '{alias}': {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Options of one round.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RoundOptions {
+    /// Fetch and render, write nothing, run no hook.
+    pub dry_run: bool,
+}
+
+/// The pipeline for one loaded config.
+pub struct Engine {
+    config: Config,
+    renderer: Renderer,
+    vault: Arc<VaultClient>,
+}
+
+impl Engine {
+    pub fn new(config: Config, renderer: Renderer, vault: Arc<VaultClient>) -> Self {
+        Self {
+            config,
+            renderer,
+            vault,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn vault(&self) -> &Arc<VaultClient> {
+        &self.vault
+    }
+
+    /// Fetch every declared secret, at most `[agent] concurrency` at once.
+    /// All failures are collected (one message per secret).
+    pub async fn fetch_all(&self) -> Result<render::Context, SyncError> {
+        let (ctx, errors) = self.fetch_each().await;
+        if !errors.is_empty() {
+            return Err(SyncError::Fetch(errors));
+        }
+        Ok(ctx)
+    }
+
+    /// Fetch every declared secret; the context holds those that succeeded
+    /// (and the certificates that could be normalised), the list the
+    /// failures, sorted by alias.
+    pub async fn fetch_each(&self) -> (render::Context, Vec<(String, VaultError)>) {
+        let concurrency = self.config.agent.concurrency.max(1);
+        let specs: Vec<&SecretSpec> = self.config.secrets.values().collect();
+        let results: Vec<(String, Result<SecretBundle, VaultError>)> = futures::stream::iter(specs)
+            .map(|spec| async move {
+                let got = self
+                    .vault
+                    .get_secret(&spec.vault, &spec.name, spec.version.as_deref())
+                    .await;
+                (spec.alias.clone(), got)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut ctx = render::Context::default();
+        let mut errors = Vec::new();
+        for (alias, result) in results {
+            match result {
+                Ok(bundle) => {
+                    ctx.secrets.insert(alias, bundle);
+                }
+                Err(e) => errors.push((alias, e)),
+            }
+        }
+        errors.sort_by(|a, b| a.0.cmp(&b.0));
+        (ctx, errors)
+    }
+
+    /// Normalise the secrets of `type = "certificate"` entries into
+    /// `ctx.certs`; returns one error per certificate that failed.
+    pub fn add_certificates(&self, ctx: &mut render::Context) -> Vec<SyncError> {
+        let mut errors = Vec::new();
+        for spec in self.config.secrets.values() {
+            if spec.kind != SecretKind::Certificate {
+                continue;
+            }
+            let Some(bundle) = ctx.secrets.get(&spec.alias) else {
+                continue;
+            };
+            let _ = bundle;
+            errors.push(SyncError::Certificate {
+                alias: spec.alias.clone(),
+                message: "certificate objects are not supported yet".to_owned(),
+            });
+        }
+        errors
+    }
+
+    /// Render file number `index`.
+    pub fn render_one(
+        &self,
+        index: usize,
+        ctx: &render::Context,
+    ) -> Result<SecretBytes, RenderError> {
+        self.renderer.render(index, ctx)
+    }
+
+    /// Render every file; all failures are collected.
+    pub fn render_all(&self, ctx: &render::Context) -> Result<Vec<SecretBytes>, SyncError> {
+        let mut out = Vec::with_capacity(self.config.files.len());
+        let mut errors = Vec::new();
+        for index in 0..self.config.files.len() {
+            match self.renderer.render(index, ctx) {
+                Ok(bytes) => out.push(bytes),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(SyncError::Render(errors))
+        }
+    }
+
+    /// One all-or-nothing round (`kvsync once`): fetch and render under the
+    /// configured deadline, then write every changed file, then run hooks.
+    pub async fn once(&self, options: RoundOptions) -> Result<RoundReport, SyncError> {
+        let deadline = self.config.agent.deadline;
+        let rendered = tokio::time::timeout(deadline, async {
+            let mut ctx = self.fetch_all().await?;
+            let cert_errors = self.add_certificates(&mut ctx);
+            if let Some(first) = cert_errors.into_iter().next() {
+                return Err(first);
+            }
+            self.render_all(&ctx)
+        })
+        .await
+        .map_err(|_| SyncError::Deadline(deadline))??;
+        if options.dry_run {
+            return self.plan(&rendered);
+        }
+        let files = self.write_all(&rendered)?;
+        let hooks_run = self.run_hooks(&files).await?;
+        Ok(RoundReport { files, hooks_run })
+    }
+
+    /// Where and how file number `index` is written.
+    pub fn target(&self, index: usize) -> Target {
+        let spec = &self.config.files[index];
+        Target {
+            path: spec.path.clone(),
+            mode: spec.mode,
+            uid: spec.owner,
+            gid: spec.group,
+            dir_mode: spec.dir_mode,
+        }
+    }
+
+    /// What a write would do, for `--dry-run`.
+    fn plan(&self, rendered: &[SecretBytes]) -> Result<RoundReport, SyncError> {
+        let mut files = Vec::with_capacity(rendered.len());
+        for (index, bytes) in rendered.iter().enumerate() {
+            let target = self.target(index);
+            let change = write::plan(&target, bytes.expose())?;
+            files.push(FileOutcome {
+                path: target.path,
+                change,
+            });
+        }
+        Ok(RoundReport {
+            files,
+            hooks_run: Vec::new(),
+        })
+    }
+
+    /// Stage every changed file first (temp files next to their
+    /// destinations), then commit them all: a failure while staging leaves
+    /// every destination untouched.
+    fn write_all(&self, rendered: &[SecretBytes]) -> Result<Vec<FileOutcome>, SyncError> {
+        let mut staged = Vec::new();
+        for (index, bytes) in rendered.iter().enumerate() {
+            let target = self.target(index);
+            staged.push((target.path.clone(), write::stage(&target, bytes.expose())?));
+        }
+        let mut files = Vec::with_capacity(staged.len());
+        for (path, candidate) in staged {
+            let change = match candidate {
+                Some(candidate) => candidate.commit()?,
+                None => Change::Unchanged,
+            };
+            match change {
+                Change::Unchanged => tracing::debug!(path = %path.display(), "unchanged"),
+                other => tracing::info!(path = %path.display(), change = ?other, "file written"),
+            }
+            files.push(FileOutcome { path, change });
+        }
+        Ok(files)
+    }
+
+    /// Run each distinct `on_change` command once, in config order, with the
+    /// files of this round that changed and name it.
+    async fn run_hooks(&self, files: &[FileOutcome]) -> Result<Vec<String>, SyncError> {
+        let groups = hook_groups(&self.config, files);
+        let mut ran = Vec::new();
+        let mut errors = Vec::new();
+        for (command, changed) in groups {
+            tracing::info!(hook = %command, files = changed.len(), "running on_change hook");
+            match hooks::run(&command, &changed, self.config.agent.hook_timeout).await {
+                Ok(()) => ran.push(command),
+                Err(e) => {
+                    tracing::error!(error = %e, "on_change hook failed");
+                    errors.push(e);
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(ran)
+        } else {
+            Err(SyncError::Hooks(errors))
+        }
+    }
+}
+
+/// Distinct hook commands (first-appearance order) → changed paths.
+pub fn hook_groups(config: &Config, files: &[FileOutcome]) -> Vec<(String, Vec<PathBuf>)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for (spec, outcome) in config.files.iter().zip(files) {
+        let Some(command) = &spec.on_change else {
+            continue;
+        };
+        if !outcome.change.is_change() {
+            continue;
+        }
+        if !groups.contains_key(command) {
+            order.push(command.clone());
+        }
+        groups
+            .entry(command.clone())
+            .or_default()
+            .push(outcome.path.clone());
+    }
+    order
+        .into_iter()
+        .filter_map(|c| groups.remove(&c).map(|paths| (c, paths)))
+        .collect()
+}

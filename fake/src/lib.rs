@@ -365,6 +365,22 @@ impl Emulator {
 
     pub fn reset_counters(&self) {
         *lock(&self.shared.counters) = Counters::default();
+        lock(&self.shared.request_log).clear();
+    }
+
+    /// Every access token issued so far.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.shared.tokens).issued_tokens()
+    }
+
+    /// Arrival times of the requests whose path contains `path_contains`,
+    /// oldest first.
+    pub fn request_times(&self, path_contains: &str) -> Vec<std::time::Instant> {
+        lock(&self.shared.request_log)
+            .iter()
+            .filter(|(_, p)| p.contains(path_contains))
+            .map(|(t, _)| *t)
+            .collect()
     }
 
     /// Stops both servers (also done on drop).

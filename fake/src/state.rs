@@ -69,6 +69,9 @@ pub struct Shared {
     pub settings: Mutex<Settings>,
     pub store: Mutex<Store>,
     pub tokens: Mutex<TokenIssuer>,
+    /// Arrival time and path of every request (both services), for tests
+    /// that check request spacing (e.g. `Retry-After`).
+    pub request_log: Mutex<Vec<(std::time::Instant, String)>>,
     pub faults: Mutex<FaultQueue>,
     pub counters: Mutex<Counters>,
     /// Outstanding HIMDS challenges: key file contents → (key file path,
@@ -117,6 +120,7 @@ impl Shared {
             }),
             store: Mutex::new(Store::default()),
             tokens: Mutex::new(TokenIssuer::default()),
+            request_log: Mutex::new(Vec::new()),
             faults: Mutex::new(FaultQueue::default()),
             counters: Mutex::new(Counters::default()),
             challenges: Mutex::new(HashMap::new()),
@@ -127,6 +131,7 @@ impl Shared {
     }
 
     pub fn count_request(&self, service: Service, path: &str) {
+        lock(&self.request_log).push((std::time::Instant::now(), path.to_owned()));
         let mut c = lock(&self.counters);
         match service {
             Service::Himds => c.himds_requests += 1,

@@ -113,6 +113,11 @@ impl Default for TokenIssuer {
 }
 
 impl TokenIssuer {
+    /// Every access token issued so far (tests grep outputs for them).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.issued.keys().cloned().collect()
+    }
+
     /// Issues a token for `resource` (the audience; a trailing `/.default`
     /// scope suffix is stripped, as Entra does).
     pub fn issue(&mut self, resource: &str) -> IssuedToken {

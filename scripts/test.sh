@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# kvsync's full test suite. Installs what the tests need on a fresh Debian
+# machine with the Rust toolchain (Debian packages via apt when missing),
+# then runs: rustfmt check, clippy -D warnings, the whole cargo test suite
+# (unit, integration against the bundled Azure emulator, end-to-end with
+# real nginx and PostgreSQL on loopback), rustdoc -D warnings, and the
+# packaging checks.
+#
+#   ./scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need_pkgs=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v jq >/dev/null 2>&1 || need_pkgs+=(jq)
+command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  step "Installing Debian packages: ${need_pkgs[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+fi
+# Debian's nginx package starts a system instance on port 80; the tests run
+# their own instances on loopback ports and don't need it.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx >/dev/null 2>&1 || true; fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace
+
+step "cargo doc (-D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+for extra in .ci/deb-test .ci/k8s-validate; do
+  if [ -x "$extra" ]; then
+    step "$extra"
+    "$extra"
+  fi
+done
+
+step "All tests passed"

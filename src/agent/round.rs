@@ -1,0 +1,250 @@
+//! One round of the long-running agent. Unlike `once`, a failure is
+//! isolated: a file whose secret or template fails keeps its last good
+//! contents while other files update; files that share an `on_change` hook
+//! form a group that is written together or not at all (a key and its
+//! certificate never diverge). Hooks that failed are retried next round.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::hooks;
+use crate::sync::{Engine, SyncError};
+use crate::write::{self, Change};
+
+use super::metrics::Metrics;
+
+/// Hooks whose last run failed, with the paths they were run for; carried
+/// across rounds so a failed reload is retried even though the files are
+/// now unchanged on disk.
+#[derive(Debug, Default)]
+pub struct PendingHooks(BTreeMap<String, Vec<PathBuf>>);
+
+impl PendingHooks {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What a round did.
+#[derive(Debug, Default)]
+pub struct RoundOutcome {
+    /// One line per failure (kind and message), no secret values.
+    pub failures: Vec<(&'static str, String)>,
+    /// Whether every failure is worth a quick retry (outage) rather than
+    /// waiting for an operator.
+    pub transient: bool,
+    pub files_written: usize,
+    pub hooks_run: usize,
+    /// The round stopped early because of a shutdown request.
+    pub interrupted: bool,
+}
+
+impl RoundOutcome {
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// Stable summary for "log once per state change".
+    pub fn state_key(&self) -> String {
+        let mut lines: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(k, m)| format!("{k}: {m}"))
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    }
+}
+
+/// Files grouped by hook: `(hook, file indexes)` in first-appearance order;
+/// files without a hook are groups of one.
+fn groups(engine: &Engine) -> Vec<(Option<String>, Vec<usize>)> {
+    let mut out: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+    for (index, file) in engine.config().files.iter().enumerate() {
+        match &file.on_change {
+            Some(cmd) => match out.iter_mut().find(|(c, _)| c.as_deref() == Some(cmd)) {
+                Some((_, members)) => members.push(index),
+                None => out.push((Some(cmd.clone()), vec![index])),
+            },
+            None => out.push((None, vec![index])),
+        }
+    }
+    out
+}
+
+pub async fn run(
+    engine: &Engine,
+    pending: &mut PendingHooks,
+    metrics: &Metrics,
+    stop: &mut watch::Receiver<bool>,
+) -> RoundOutcome {
+    let mut outcome = RoundOutcome {
+        transient: true,
+        ..RoundOutcome::default()
+    };
+    let deadline = engine.config().agent.deadline;
+    // Fetching is abandoned on shutdown: nothing has been written yet.
+    let fetched = tokio::select! {
+        r = tokio::time::timeout(deadline, engine.fetch_each()) => r,
+        _ = stop.wait_for(|s| *s) => {
+            outcome.interrupted = true;
+            return outcome;
+        }
+    };
+    let Ok((mut ctx, fetch_errors)) = fetched else {
+        record(
+            &mut outcome,
+            metrics,
+            &SyncError::Deadline(deadline),
+            "vault",
+        );
+        return outcome;
+    };
+    for (alias, e) in fetch_errors {
+        let kind = match e {
+            crate::vault::VaultError::Identity(_) => "identity",
+            _ => "vault",
+        };
+        outcome.transient &= e.is_transient();
+        metrics.failure(kind);
+        outcome
+            .failures
+            .push((kind, format!("secret '{alias}': {e}")));
+    }
+    for e in engine.add_certificates(&mut ctx) {
+        record(&mut outcome, metrics, &e, "certificate");
+    }
+    for (alias, bundle) in &ctx.secrets {
+        if let Some(exp) = bundle.expires {
+            metrics.secret_expires(alias, exp);
+        }
+    }
+    for (hook, members) in groups(engine) {
+        if *stop.borrow() {
+            outcome.interrupted = true;
+            break;
+        }
+        write_group(engine, &ctx, hook, &members, pending, metrics, &mut outcome);
+    }
+    run_pending(engine, pending, metrics, &mut outcome).await;
+    outcome
+}
+
+fn record(outcome: &mut RoundOutcome, metrics: &Metrics, e: &SyncError, kind: &'static str) {
+    outcome.transient &= e.is_transient();
+    metrics.failure(kind);
+    outcome.failures.push((kind, e.to_string()));
+}
+
+/// Render, stage and commit one group, all or nothing. No `.await` in here:
+/// a shutdown signal cannot interrupt a group half-way.
+fn write_group(
+    engine: &Engine,
+    ctx: &crate::render::Context,
+    hook: Option<String>,
+    members: &[usize],
+    pending: &mut PendingHooks,
+    metrics: &Metrics,
+    outcome: &mut RoundOutcome,
+) {
+    let mut staged = Vec::with_capacity(members.len());
+    for &index in members {
+        let target = engine.target(index);
+        let rendered = match engine.render_one(index, ctx) {
+            Ok(r) => r,
+            Err(e) => {
+                outcome.transient = false;
+                metrics.failure("render");
+                outcome
+                    .failures
+                    .push(("render", group_note(e.to_string(), members.len())));
+                return;
+            }
+        };
+        match write::stage(&target, rendered.expose()) {
+            Ok(s) => staged.push((target.path, s)),
+            Err(e) => {
+                outcome.transient = false;
+                metrics.failure("write");
+                outcome
+                    .failures
+                    .push(("write", group_note(e.to_string(), members.len())));
+                return;
+            }
+        }
+    }
+    let now = unix_now();
+    let mut changed = Vec::new();
+    for (path, candidate) in staged {
+        let change = match candidate {
+            Some(c) => match c.commit() {
+                Ok(change) => change,
+                Err(e) => {
+                    metrics.failure("write");
+                    outcome.failures.push(("write", e.to_string()));
+                    continue;
+                }
+            },
+            None => Change::Unchanged,
+        };
+        metrics.file_ok(&path.display().to_string(), now);
+        if change.is_change() {
+            tracing::info!(path = %path.display(), change = ?change, "file written");
+            metrics.files_written.inc();
+            outcome.files_written += 1;
+            changed.push(path);
+        }
+    }
+    if let (Some(cmd), false) = (hook, changed.is_empty()) {
+        let paths = pending.0.entry(cmd).or_default();
+        for p in changed {
+            if !paths.contains(&p) {
+                paths.push(p);
+            }
+        }
+    }
+}
+
+fn group_note(message: String, members: usize) -> String {
+    if members > 1 {
+        format!("{message} (its hook group of {members} files left untouched)")
+    } else {
+        message
+    }
+}
+
+/// Run every pending hook once; failures stay pending for the next round.
+async fn run_pending(
+    engine: &Engine,
+    pending: &mut PendingHooks,
+    metrics: &Metrics,
+    outcome: &mut RoundOutcome,
+) {
+    let timeout: Duration = engine.config().agent.hook_timeout;
+    let hooks = std::mem::take(&mut pending.0);
+    for (cmd, paths) in hooks {
+        tracing::info!(hook = %cmd, files = paths.len(), "running on_change hook");
+        match hooks::run(&cmd, &paths, timeout).await {
+            Ok(()) => {
+                metrics.hooks_run.inc();
+                outcome.hooks_run += 1;
+            }
+            Err(e) => {
+                metrics.hooks_run.inc();
+                metrics.hooks_failed.inc();
+                outcome.failures.push(("hook", e.to_string()));
+                pending.0.insert(cmd, paths);
+            }
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,91 @@
+//! Watching the config file and templates for edits (notify/inotify).
+//! Directories are watched, not files, because editors save by rename. Raw
+//! notify events are debounced here, on the tokio side, so an idle agent has
+//! no timer ticking: the watcher thread sleeps in inotify until something
+//! changes.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, FileSource};
+
+/// Quiet period after the last relevant event before a reload: editors
+/// write, rename and chmod in quick succession.
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+
+pub struct ConfigWatcher {
+    _watcher: RecommendedWatcher,
+    events: mpsc::UnboundedReceiver<()>,
+}
+
+/// Files and directories whose edits trigger a reload.
+fn watched(config: &Config) -> (BTreeSet<PathBuf>, BTreeSet<PathBuf>) {
+    let mut files = BTreeSet::new();
+    let mut dirs = BTreeSet::new();
+    files.insert(config.source.clone());
+    dirs.insert(config.agent.templates_dir.clone());
+    for f in &config.files {
+        if let FileSource::Template(path) = &f.source {
+            files.insert(path.clone());
+        }
+    }
+    for f in &files {
+        if let Some(parent) = f.parent() {
+            dirs.insert(parent.to_path_buf());
+        }
+    }
+    (files, dirs)
+}
+
+impl ConfigWatcher {
+    pub fn new(config: &Config) -> notify::Result<Self> {
+        let (files, dirs) = watched(config);
+        let templates_dir = config.agent.templates_dir.clone();
+        let (tx, events) = mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                let Ok(event) = res else { return };
+                if event.kind.is_access() {
+                    return;
+                }
+                let relevant = event
+                    .paths
+                    .iter()
+                    .any(|p| files.contains(p) || p.parent() == Some(templates_dir.as_path()));
+                if relevant {
+                    let _ = tx.send(());
+                }
+            })?;
+        for dir in &dirs {
+            if dir.is_dir() {
+                watcher.watch(dir, RecursiveMode::NonRecursive)?;
+            }
+        }
+        Ok(Self {
+            _watcher: watcher,
+            events,
+        })
+    }
+
+    /// Wait for an edit, then for [`DEBOUNCE`] of quiet.
+    pub async fn changed(&mut self) {
+        if self.events.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+        loop {
+            match tokio::time::timeout(DEBOUNCE, self.events.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+}
+
+/// For messages.
+pub fn describe(path: &Path) -> String {
+    path.display().to_string()
+}
