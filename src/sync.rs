@@ -8,7 +8,9 @@
 //!   distinct command once, with `KVSYNC_CHANGED` listing its changed files;
 //! * nothing here prints a secret value: outcomes name paths and changes only.
 
-use std::collections::BTreeMap;
+pub mod changes;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use crate::config::{Config, SecretKind, SecretSpec};
 use crate::hooks::{self, HookError};
 use crate::render::{self, RenderError, Renderer};
 use crate::secret::SecretBytes;
-use crate::vault::{SecretBundle, VaultClient, VaultError};
+use crate::vault::{SecretBundle, SecretListItem, VaultClient, VaultError};
 use crate::write::{self, Change, Target, WriteError};
 
 /// What happened (or, in a dry run, would happen) to one file.
@@ -98,6 +100,8 @@ pub struct Engine {
     config: Config,
     renderer: Renderer,
     vault: Arc<VaultClient>,
+    /// Last good bundles for the agent's change detection.
+    changes: changes::ChangeCache,
 }
 
 impl Engine {
@@ -106,6 +110,7 @@ impl Engine {
             config,
             renderer,
             vault,
+            changes: changes::ChangeCache::default(),
         }
     }
 
@@ -131,31 +136,104 @@ impl Engine {
     /// (and the certificates that could be normalised), the list the
     /// failures, sorted by alias.
     pub async fn fetch_each(&self) -> (render::Context, Vec<(String, VaultError)>) {
-        let concurrency = self.config.agent.concurrency.max(1);
         let specs: Vec<&SecretSpec> = self.config.secrets.values().collect();
-        let results: Vec<(String, Result<SecretBundle, VaultError>)> = futures::stream::iter(specs)
+        let mut ctx = render::Context::default();
+        let mut errors = Vec::new();
+        for (spec, result) in self.get_many(specs).await {
+            match result {
+                Ok(bundle) => {
+                    ctx.secrets.insert(spec.alias.clone(), bundle);
+                }
+                Err(e) => errors.push((spec.alias.clone(), e)),
+            }
+        }
+        errors.sort_by(|a, b| a.0.cmp(&b.0));
+        (ctx, errors)
+    }
+
+    /// Like [`Engine::fetch_each`], for the agent's rounds: reuses the
+    /// bundles of earlier rounds and GETs only what the vault's list shows
+    /// as changed ([`changes`]); a secret absent from the list fails.
+    pub async fn fetch_changed(&self) -> (render::Context, Vec<(String, VaultError)>) {
+        let mut by_vault: BTreeMap<&str, Vec<&SecretSpec>> = BTreeMap::new();
+        for spec in self.config.secrets.values() {
+            by_vault.entry(spec.vault.as_str()).or_default().push(spec);
+        }
+        let mut ctx = render::Context::default();
+        let mut errors = Vec::new();
+        let mut to_get = Vec::new();
+        let mut reused = 0usize;
+        for specs in by_vault.into_values() {
+            let listed = self.list_for(&specs).await;
+            for spec in specs {
+                match self.changes.plan(spec, listed.as_ref()) {
+                    changes::Plan::Reuse(bundle) => {
+                        reused += 1;
+                        ctx.secrets.insert(spec.alias.clone(), bundle);
+                    }
+                    changes::Plan::Get => to_get.push(spec),
+                    changes::Plan::Gone(e) => errors.push((spec.alias.clone(), e)),
+                }
+            }
+        }
+        tracing::debug!(reused, fetching = to_get.len(), "change detection");
+        for (spec, result) in self.get_many(to_get).await {
+            match result {
+                Ok(bundle) => {
+                    self.changes.store(spec, &bundle);
+                    ctx.secrets.insert(spec.alias.clone(), bundle);
+                }
+                Err(e) => {
+                    self.changes.forget(&spec.alias);
+                    errors.push((spec.alias.clone(), e));
+                }
+            }
+        }
+        errors.sort_by(|a, b| a.0.cmp(&b.0));
+        (ctx, errors)
+    }
+
+    /// The list of the vault `specs` share, by lowercase name, when it is
+    /// worth listing this round and listing succeeds.
+    async fn list_for(&self, specs: &[&SecretSpec]) -> Option<HashMap<String, SecretListItem>> {
+        let vault = &specs.first()?.vault;
+        if !self.changes.should_list(vault, specs) {
+            return None;
+        }
+        match self.vault.list_secrets(vault).await {
+            Ok(items) => {
+                self.changes.listed(vault, items.len(), specs.len());
+                Some(
+                    items
+                        .into_iter()
+                        .map(|i| (i.name.to_ascii_lowercase(), i))
+                        .collect(),
+                )
+            }
+            Err(e) => {
+                self.changes.list_failed(vault, &e);
+                None
+            }
+        }
+    }
+
+    /// GET `specs`, at most `[agent] concurrency` at once.
+    async fn get_many<'a>(
+        &self,
+        specs: Vec<&'a SecretSpec>,
+    ) -> Vec<(&'a SecretSpec, Result<SecretBundle, VaultError>)> {
+        let concurrency = self.config.agent.concurrency.max(1);
+        futures::stream::iter(specs)
             .map(|spec| async move {
                 let got = self
                     .vault
                     .get_secret(&spec.vault, &spec.name, spec.version.as_deref())
                     .await;
-                (spec.alias.clone(), got)
+                (spec, got)
             })
             .buffer_unordered(concurrency)
             .collect()
-            .await;
-        let mut ctx = render::Context::default();
-        let mut errors = Vec::new();
-        for (alias, result) in results {
-            match result {
-                Ok(bundle) => {
-                    ctx.secrets.insert(alias, bundle);
-                }
-                Err(e) => errors.push((alias, e)),
-            }
-        }
-        errors.sort_by(|a, b| a.0.cmp(&b.0));
-        (ctx, errors)
+            .await
     }
 
     /// Normalise the secrets of `type = "certificate"` entries into

@@ -88,7 +88,7 @@ pub async fn run(
     let deadline = engine.config().agent.deadline;
     // Fetching is abandoned on shutdown: nothing has been written yet.
     let fetched = tokio::select! {
-        r = tokio::time::timeout(deadline, engine.fetch_each()) => r,
+        r = tokio::time::timeout(deadline, engine.fetch_changed()) => r,
         _ = stop.wait_for(|s| *s) => {
             outcome.interrupted = true;
             return outcome;

@@ -1,0 +1,209 @@
+//! Change detection for the agent's rounds (PROTOCOL.md §5 "List"): keep the
+//! last good [`SecretBundle`] of every alias and, when the identity may list
+//! the vault's secrets, use the paged list (25 secrets per request, no
+//! values) to GET only the secrets whose `updated` time or `enabled` flag
+//! moved since they were fetched. A fleet of hosts polling hundreds of
+//! secrets then costs a few list pages per round instead of one GET each.
+//!
+//! Invariants:
+//! * a rotation is seen by the next list (a new version has a new `updated`);
+//!   a secret absent from the list is a failure for its alias, like a 404;
+//! * a bundle is reused only if its `updated` is certain (see
+//!   [`CHANGE_MARGIN_SECS`]); pinned versions are never fetched twice while
+//!   the secret is listed;
+//! * a failed GET forgets the alias's bundle (the next round GETs it again);
+//! * when listing is forbidden, every secret is fetched with its own GET
+//!   (the behaviour without this module), logged once at info, and listing
+//!   is tried again after [`LIST_RECHECK`];
+//! * nothing here logs or copies a secret value except the in-memory clone a
+//!   reused bundle needs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use url::Url;
+
+use crate::config::SecretSpec;
+use crate::vault::{LIST_PAGE_SIZE, SecretBundle, SecretListItem, VaultError, vault_label};
+
+/// `updated` is whole Unix seconds, so a version created in the same second
+/// as the one we fetched carries the same `updated`. A bundle fetched more
+/// than this many seconds after its `updated` cannot have raced a newer
+/// version of that second (1 s of granularity + 1 s of host/vault clock
+/// skew); a younger one is fetched once more before it is trusted.
+pub const CHANGE_MARGIN_SECS: i64 = 2;
+
+/// How long a vault stays on per-secret GETs after listing was forbidden or
+/// not worth it (a role assignment may be added meanwhile). One list attempt
+/// per hour is negligible next to the GETs it may save.
+pub const LIST_RECHECK: Duration = Duration::from_secs(3600);
+
+/// What a round does for one alias.
+pub enum Plan {
+    /// The cached bundle is current.
+    Reuse(SecretBundle),
+    /// GET it.
+    Get,
+    /// The secret is gone from the vault's list.
+    Gone(VaultError),
+}
+
+struct Cached {
+    bundle: SecretBundle,
+    /// What the bundle was fetched for (a reloaded config may change it).
+    key: (String, String, Option<String>),
+    /// Host clock (Unix seconds) when the GET answered.
+    fetched_at: i64,
+}
+
+#[derive(Default)]
+struct State {
+    bundles: HashMap<String, Cached>,
+    /// Vault URL → until when listing is not tried.
+    no_list: HashMap<String, Instant>,
+    /// Vaults whose "listing forbidden" was already logged at info.
+    forbidden_logged: HashSet<String>,
+}
+
+/// Last good bundles and per-vault listing decisions, kept across rounds.
+/// The lock is never held across an `.await`.
+#[derive(Default)]
+pub struct ChangeCache {
+    state: Mutex<State>,
+}
+
+fn spec_key(spec: &SecretSpec) -> (String, String, Option<String>) {
+    (
+        spec.vault.as_str().to_owned(),
+        spec.name.to_ascii_lowercase(),
+        spec.version.clone(),
+    )
+}
+
+impl ChangeCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps inconsistent
+        // (each update is a single insert/remove): keep using them.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this round should list `vault` for `specs`: only when some of
+    /// them have a bundle to reuse and listing is not switched off.
+    pub fn should_list(&self, vault: &Url, specs: &[&SecretSpec]) -> bool {
+        let state = self.lock();
+        if let Some(until) = state.no_list.get(vault.as_str()) {
+            if Instant::now() < *until {
+                return false;
+            }
+        }
+        specs.iter().any(|s| {
+            state
+                .bundles
+                .get(&s.alias)
+                .is_some_and(|c| c.key == spec_key(s))
+        })
+    }
+
+    /// Record a failed list: forbidden switches listing off for a while
+    /// (logged once at info); anything else only costs this round.
+    pub fn list_failed(&self, vault: &Url, error: &VaultError) {
+        let label = vault_label(vault);
+        let mut state = self.lock();
+        if let VaultError::ListForbidden { .. } = error {
+            state
+                .no_list
+                .insert(vault.as_str().to_owned(), Instant::now() + LIST_RECHECK);
+            if state.forbidden_logged.insert(vault.as_str().to_owned()) {
+                tracing::info!(
+                    vault = %label,
+                    "this identity may not list the vault's secrets; checking each secret with its own GET (grant secret List for cheaper change detection)"
+                );
+                return;
+            }
+        }
+        tracing::debug!(vault = %label, error = %error, "listing failed; fetching each secret this round");
+    }
+
+    /// After a successful list: when its pages cost as many requests as
+    /// GETting every secret would, stop listing this vault for a while.
+    pub fn listed(&self, vault: &Url, items: usize, specs: usize) {
+        let pages = items.div_ceil(LIST_PAGE_SIZE as usize).max(1);
+        if pages >= specs {
+            tracing::debug!(vault = %vault_label(vault), pages, specs, "listing is not cheaper than GETs; not listing for a while");
+            self.lock()
+                .no_list
+                .insert(vault.as_str().to_owned(), Instant::now() + LIST_RECHECK);
+        }
+    }
+
+    /// Decide for one alias. `listed` is the vault's list by lowercase
+    /// name, or `None` when the vault was not listed this round.
+    pub fn plan(
+        &self,
+        spec: &SecretSpec,
+        listed: Option<&HashMap<String, SecretListItem>>,
+    ) -> Plan {
+        let Some(listed) = listed else {
+            return Plan::Get;
+        };
+        let key = spec_key(spec);
+        let mut state = self.lock();
+        let Some(item) = listed.get(&key.1) else {
+            state.bundles.remove(&spec.alias);
+            return Plan::Gone(VaultError::NotFound {
+                vault: vault_label(&spec.vault),
+                secret: spec.name.clone(),
+                version: spec
+                    .version
+                    .as_ref()
+                    .map(|v| format!(" version {v}"))
+                    .unwrap_or_default(),
+                code: "SecretNotFound (absent from the vault's list)".to_owned(),
+            });
+        };
+        match state.bundles.get(&spec.alias) {
+            Some(c) if c.key == key && (spec.version.is_some() || unchanged(c, item)) => {
+                Plan::Reuse(c.bundle.clone())
+            }
+            _ => Plan::Get,
+        }
+    }
+
+    /// Remember a bundle a GET just returned.
+    pub fn store(&self, spec: &SecretSpec, bundle: &SecretBundle) {
+        let cached = Cached {
+            bundle: bundle.clone(),
+            key: spec_key(spec),
+            fetched_at: unix_now(),
+        };
+        self.lock().bundles.insert(spec.alias.clone(), cached);
+    }
+
+    /// Forget an alias whose GET failed.
+    pub fn forget(&self, alias: &str) {
+        self.lock().bundles.remove(alias);
+    }
+}
+
+/// The list entry describes the version we hold, and that is certain.
+fn unchanged(cached: &Cached, item: &SecretListItem) -> bool {
+    let b = &cached.bundle;
+    match (item.updated, b.updated) {
+        (Some(listed), Some(held)) => {
+            listed == held
+                && item.enabled == b.enabled
+                && cached.fetched_at > held + CHANGE_MARGIN_SECS
+        }
+        _ => false,
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
