@@ -265,12 +265,28 @@ impl Engine {
         self.renderer.render(index, ctx)
     }
 
+    /// The template context of a round, built once ([`Renderer::prepare`]).
+    pub fn prepare(&self, ctx: &render::Context) -> render::Prepared {
+        self.renderer.prepare(ctx)
+    }
+
+    /// Render file number `index` with a context from [`Engine::prepare`].
+    pub fn render_prepared(
+        &self,
+        index: usize,
+        ctx: &render::Context,
+        prepared: &render::Prepared,
+    ) -> Result<SecretBytes, RenderError> {
+        self.renderer.render_prepared(index, ctx, prepared)
+    }
+
     /// Render every file; all failures are collected.
     pub fn render_all(&self, ctx: &render::Context) -> Result<Vec<SecretBytes>, SyncError> {
         let mut out = Vec::with_capacity(self.config.files.len());
         let mut errors = Vec::new();
+        let prepared = self.renderer.prepare(ctx);
         for index in 0..self.config.files.len() {
-            match self.renderer.render(index, ctx) {
+            match self.renderer.render_prepared(index, ctx, &prepared) {
                 Ok(bytes) => out.push(bytes),
                 Err(e) => errors.push(e),
             }

@@ -122,12 +122,22 @@ pub async fn run(
             metrics.secret_expires(alias, exp);
         }
     }
+    let prepared = engine.prepare(&ctx);
     for (hook, members) in groups(engine) {
         if *stop.borrow() {
             outcome.interrupted = true;
             break;
         }
-        write_group(engine, &ctx, hook, &members, pending, metrics, &mut outcome);
+        let rendered = (&ctx, &prepared);
+        write_group(
+            engine,
+            rendered,
+            hook,
+            &members,
+            pending,
+            metrics,
+            &mut outcome,
+        );
     }
     run_pending(engine, pending, metrics, &mut outcome).await;
     outcome
@@ -143,7 +153,7 @@ fn record(outcome: &mut RoundOutcome, metrics: &Metrics, e: &SyncError, kind: &'
 /// a shutdown signal cannot interrupt a group half-way.
 fn write_group(
     engine: &Engine,
-    ctx: &crate::render::Context,
+    (ctx, prepared): (&crate::render::Context, &crate::render::Prepared),
     hook: Option<String>,
     members: &[usize],
     pending: &mut PendingHooks,
@@ -153,7 +163,7 @@ fn write_group(
     let mut staged = Vec::with_capacity(members.len());
     for &index in members {
         let target = engine.target(index);
-        let rendered = match engine.render_one(index, ctx) {
+        let rendered = match engine.render_prepared(index, ctx, prepared) {
             Ok(r) => r,
             Err(e) => {
                 outcome.transient = false;

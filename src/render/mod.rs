@@ -59,6 +59,10 @@ pub const CERT_FIELDS: &[&str] = &[
     "serial",
 ];
 
+/// The tera context of one round ([`Renderer::prepare`]); `None` if it
+/// could not be built (each template file then fails with that).
+pub struct Prepared(Option<tera::Context>);
+
 /// Everything a template may see in one round.
 #[derive(Default)]
 pub struct Context {
@@ -157,6 +161,23 @@ impl Renderer {
 
     /// Render file number `index` of the config.
     pub fn render(&self, index: usize, ctx: &Context) -> Result<SecretBytes, RenderError> {
+        self.render_prepared(index, ctx, &self.prepare(ctx))
+    }
+
+    /// The template context of one round, built once for all its files:
+    /// building it per file made a round cost files × secrets.
+    pub fn prepare(&self, ctx: &Context) -> Prepared {
+        Prepared(tera_context(ctx).ok())
+    }
+
+    /// Render file number `index` with a context from [`Renderer::prepare`]
+    /// over the same `ctx`.
+    pub fn render_prepared(
+        &self,
+        index: usize,
+        ctx: &Context,
+        prepared: &Prepared,
+    ) -> Result<SecretBytes, RenderError> {
         let Some(entry) = self.files.get(index) else {
             return Err(RenderError {
                 destination: PathBuf::new(),
@@ -167,8 +188,12 @@ impl Renderer {
         };
         match &entry.kind {
             Kind::Template { name, source } => {
-                let tctx = tera_context(ctx, entry)?;
-                match self.tera.render(name, &tctx) {
+                let Some(tctx) = &prepared.0 else {
+                    return Err(
+                        entry.error(None, "internal: cannot build the template context".into())
+                    );
+                };
+                match self.tera.render(name, tctx) {
                     Ok(out) => Ok(SecretBytes::new(out.into_bytes())),
                     Err(e) => Err(render_error(entry, &e, source, ctx)),
                 }
@@ -380,7 +405,7 @@ pub fn rfc3339(unix: i64) -> Option<String> {
     Some(humantime::format_rfc3339_seconds(t).to_string())
 }
 
-fn tera_context(ctx: &Context, e: &Entry) -> Result<tera::Context, RenderError> {
+fn tera_context(ctx: &Context) -> Result<tera::Context, tera::Error> {
     let secrets: BTreeMap<&str, &str> = ctx
         .secrets
         .iter()
@@ -421,20 +446,11 @@ fn tera_context(ctx: &Context, e: &Entry) -> Result<tera::Context, RenderError> 
         })
         .collect();
     let mut t = tera::Context::new();
-    let conv = |v: Result<tera::Value, tera::Error>| {
-        v.map_err(|_| e.error(None, "internal: cannot build the template context".into()))
-    };
-    t.insert_value(
-        "secrets",
-        conv(tera::Value::try_from_serializable(&secrets))?,
-    );
-    t.insert_value("meta", conv(tera::Value::try_from_serializable(&meta))?);
-    t.insert_value("certs", conv(tera::Value::try_from_serializable(&certs))?);
+    t.insert_value("secrets", tera::Value::try_from_serializable(&secrets)?);
+    t.insert_value("meta", tera::Value::try_from_serializable(&meta)?);
+    t.insert_value("certs", tera::Value::try_from_serializable(&certs)?);
     if let Some(instance) = &ctx.instance {
-        t.insert_value(
-            "instance",
-            conv(tera::Value::try_from_serializable(instance))?,
-        );
+        t.insert_value("instance", tera::Value::try_from_serializable(instance)?);
     }
     Ok(t)
 }
