@@ -32,7 +32,7 @@ VENV_PY = WORK / "venv" / "bin" / "python"
 # (Linux), so the emulator's token dir must be it: state dir = its parent.
 ARC_DIR = Path("/var/opt/azcmagent")
 # kvsync's default `[agent] concurrency` (src/config/mod.rs).
-KVSYNC_CONCURRENCY = 8
+KVSYNC_CONCURRENCY = 16
 SECRET_PREFIX = "bench-"
 # Where the contenders write their files (`--out-dir`).
 OUT = WORK / "out"

@@ -681,7 +681,7 @@ fn demo_summary_is_pinned() {
     let expected = "\
 config:         /repo/config/demo.toml
 vault:          https://localhost:48443/
-agent:          interval 30s, jitter 2s, deadline 30s, concurrency 8, hook timeout 10s
+agent:          interval 30s, jitter 2s, deadline 30s, concurrency 16, hook timeout 10s
 templates_dir:  /repo/templates
 auth:           method arc, audience https://vault.azure.net
   identity_endpoint: http://127.0.0.1:48342/metadata/identity/oauth2/token

@@ -32,8 +32,13 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_JITTER: Duration = Duration::from_secs(30);
 /// Default overall deadline of a one-shot run (issue: "default 2 minutes").
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
-/// Default number of Key Vault requests in flight at once.
-pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Default number of Key Vault requests in flight at once. Key Vault
+/// throttles at ~4,000 GETs per vault per 10 s (PROTOCOL.md §5); one host
+/// makes at most N requests per round whatever this is, so it only sets how
+/// fast those N go out: 16 at ~20 ms per request is 800/s for well under a
+/// second at N = 500 (BENCHMARKS.md), and a fleet's load is set by requests
+/// per interval (see deploy/FLEET.md), not by this.
+pub const DEFAULT_CONCURRENCY: usize = 16;
 /// Default `on_change` hook timeout.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default mode of parent directories kvsync creates.
