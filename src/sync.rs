@@ -88,6 +88,11 @@ fn join_fetch_errors(errors: &[(String, VaultError)]) -> String {
         .join("\n")
 }
 
+/// Threads that stage (write + fsync) the files of a one-shot round.
+/// Concurrent fsyncs share the filesystem's journal commits; 8 gave most of
+/// the gain for 500 files on ext4 (BENCHMARKS.md) without a thread per file.
+pub const STAGE_THREADS: usize = 8;
+
 /// Options of one round.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RoundOptions {
@@ -350,27 +355,83 @@ impl Engine {
     }
 
     /// Stage every changed file first (temp files next to their
-    /// destinations), then commit them all: a failure while staging leaves
-    /// every destination untouched.
+    /// destinations, written and fsynced by up to [`STAGE_THREADS`]
+    /// threads), then commit them all and fsync each directory once: a
+    /// failure while staging leaves every destination untouched.
     fn write_all(&self, rendered: &[SecretBytes]) -> Result<Vec<FileOutcome>, SyncError> {
-        let mut staged = Vec::new();
-        for (index, bytes) in rendered.iter().enumerate() {
-            let target = self.target(index);
-            staged.push((target.path.clone(), write::stage(&target, bytes.expose())?));
-        }
+        let staged = self.stage_all(rendered)?;
         let mut files = Vec::with_capacity(staged.len());
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut failed = None;
         for (path, candidate) in staged {
-            let change = match candidate {
-                Some(candidate) => candidate.commit()?,
+            let change = match candidate.map(write::Staged::commit_without_dir_sync) {
+                Some(Ok(change)) => change,
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
                 None => Change::Unchanged,
             };
+            // One committed file per directory, to fsync its parent once.
+            if change.is_change() && !dirs.iter().any(|d| d.parent() == path.parent()) {
+                dirs.push(path.clone());
+            }
             match change {
                 Change::Unchanged => tracing::debug!(path = %path.display(), "unchanged"),
                 other => tracing::info!(path = %path.display(), change = ?other, "file written"),
             }
             files.push(FileOutcome { path, change });
         }
-        Ok(files)
+        // Renames already done are made durable even if a later one failed.
+        for file in &dirs {
+            write::sync_parent_dir(file)?;
+        }
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(files),
+        }
+    }
+
+    /// [`write::stage`] every file, in order, spread over threads: each
+    /// stage is an `fsync`, and concurrent ones share journal commits.
+    fn stage_all(
+        &self,
+        rendered: &[SecretBytes],
+    ) -> Result<Vec<(PathBuf, Option<write::Staged>)>, SyncError> {
+        let chunk = rendered.len().div_ceil(STAGE_THREADS).max(1);
+        let stage_chunk = |start: usize, part: &[SecretBytes]| {
+            part.iter()
+                .enumerate()
+                .map(|(i, bytes)| {
+                    let target = self.target(start + i);
+                    write::stage(&target, bytes.expose()).map(|s| (target.path, s))
+                })
+                .collect::<Result<Vec<_>, WriteError>>()
+        };
+        let parts: Vec<Result<Vec<_>, WriteError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = rendered
+                .chunks(chunk)
+                .enumerate()
+                .map(|(n, part)| (n * chunk, scope.spawn(move || stage_chunk(n * chunk, part))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(start, h)| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(WriteError {
+                            path: self.target(start).path,
+                            action: "stage (the writer thread panicked)",
+                            source: std::io::Error::other("panic"),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let mut staged = Vec::with_capacity(rendered.len());
+        for part in parts {
+            staged.extend(part?);
+        }
+        Ok(staged)
     }
 
     /// Run each distinct `on_change` command once, in config order, with the

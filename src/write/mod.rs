@@ -232,6 +232,20 @@ impl Staged {
     /// Rename over the destination and fsync the directory (or fix the
     /// metadata in place).
     pub fn commit(self) -> Result<Change, WriteError> {
+        let path = self.target.path.clone();
+        let renamed = matches!(self.action, Action::Replace(_));
+        let change = self.commit_without_dir_sync()?;
+        if renamed {
+            fsync_parent(&path)?;
+        }
+        Ok(change)
+    }
+
+    /// [`Staged::commit`] without the directory `fsync`, for a batch of
+    /// files in few directories: the caller must [`sync_parent_dir`] of
+    /// every committed path before reporting the batch durable (one `fsync`
+    /// per directory instead of one per file).
+    pub fn commit_without_dir_sync(self) -> Result<Change, WriteError> {
         let path = &self.target.path;
         match self.action {
             Action::Fix => {
@@ -246,7 +260,6 @@ impl Staged {
             Action::Replace(tmp) => {
                 tmp.persist(path)
                     .map_err(|e| werr(path, "rename the new file over the destination")(e.error))?;
-                fsync_parent(path)?;
             }
         }
         Ok(self.change)
@@ -290,6 +303,12 @@ fn set_meta(
     }
     file.set_permissions(Permissions::from_mode(target.mode & MODE_MASK))
         .map_err(werr(path, "set the mode"))
+}
+
+/// `fsync` the directory holding `path` (after
+/// [`Staged::commit_without_dir_sync`]).
+pub fn sync_parent_dir(path: &Path) -> Result<(), WriteError> {
+    fsync_parent(path)
 }
 
 fn fsync_parent(path: &Path) -> Result<(), WriteError> {
