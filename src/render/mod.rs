@@ -134,19 +134,19 @@ impl Renderer {
                 Kind::Object { alias, format } => {
                     errors.extend(check_object(config, &entry, alias, *format));
                 }
-                Kind::Template { name, source } => {
+                Kind::Template { source, .. } => {
                     errors.extend(check_refs(config, &entry, source));
-                    match tera.add_raw_template(name, source) {
-                        Ok(()) => {
-                            uses_instance |= tera
-                                .get_template_variables(name)
-                                .is_ok_and(|v| v.contains("instance"));
-                        }
-                        Err(e) => errors.extend(compile_errors(&entry, &e)),
-                    }
                 }
             }
             files.push(entry);
+        }
+        errors.extend(add_templates(&mut tera, &files));
+        for entry in &files {
+            if let Kind::Template { name, .. } = &entry.kind {
+                uses_instance |= tera
+                    .get_template_variables(name)
+                    .is_ok_and(|v| v.contains("instance"));
+            }
         }
         if errors.is_empty() {
             Ok(Renderer {
@@ -319,6 +319,29 @@ fn check_refs(config: &Config, e: &Entry, source: &str) -> Vec<RenderError> {
         }
     }
     out
+}
+
+/// Add every template in one batch: tera re-checks all its templates on
+/// each add, so adding them one by one costs files². Only when the batch
+/// fails are they added one by one, to name each broken template.
+fn add_templates(tera: &mut Tera, files: &[Entry]) -> Vec<RenderError> {
+    let templates = files.iter().filter_map(|e| match &e.kind {
+        Kind::Template { name, source } => Some((e, name.as_str(), source.as_str())),
+        Kind::Object { .. } => None,
+    });
+    if tera
+        .add_raw_templates(templates.clone().map(|(_, n, s)| (n, s)))
+        .is_ok()
+    {
+        return Vec::new();
+    }
+    let mut errors = Vec::new();
+    for (entry, name, source) in templates {
+        if let Err(e) = tera.add_raw_template(name, source) {
+            errors.extend(compile_errors(entry, &e));
+        }
+    }
+    errors
 }
 
 /// tera build errors → one [`RenderError`] per reported problem.
