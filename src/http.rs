@@ -95,8 +95,8 @@ pub fn proxy_from_env(env: &Env) -> Result<Option<reqwest::Proxy>, HttpSetupErro
     let Some(url) = pick(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]) else {
         return Ok(None);
     };
-    let no_proxy = pick(&["NO_PROXY", "no_proxy"])
-        .and_then(|list| reqwest::NoProxy::from_string(&list));
+    let no_proxy =
+        pick(&["NO_PROXY", "no_proxy"]).and_then(|list| reqwest::NoProxy::from_string(&list));
     // The proxy URL may carry credentials: never quote it in the error.
     let proxy = reqwest::Proxy::https(url.as_str()).map_err(|_| {
         HttpSetupError::Proxy(

@@ -75,16 +75,36 @@ fn check(app: &WorkloadApp, tenant: &str, form: &HashMap<String, String>) -> Res
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
     let bad = StatusCode::BAD_REQUEST;
     if !tenant.eq_ignore_ascii_case(&app.tenant_id) {
-        return Err(entra_error(bad, "invalid_request", 90002, "Tenant not found."));
+        return Err(entra_error(
+            bad,
+            "invalid_request",
+            90002,
+            "Tenant not found.",
+        ));
     }
     if field("grant_type") != "client_credentials" {
-        return Err(entra_error(bad, "unsupported_grant_type", 70003, "Unsupported grant type."));
+        return Err(entra_error(
+            bad,
+            "unsupported_grant_type",
+            70003,
+            "Unsupported grant type.",
+        ));
     }
     if field("client_assertion_type") != ASSERTION_TYPE {
-        return Err(entra_error(bad, "invalid_request", 900_023, "Invalid client assertion type."));
+        return Err(entra_error(
+            bad,
+            "invalid_request",
+            900_023,
+            "Invalid client assertion type.",
+        ));
     }
     if !field("scope").ends_with("/.default") {
-        return Err(entra_error(bad, "invalid_scope", 1_002_012, "The scope must end in /.default."));
+        return Err(entra_error(
+            bad,
+            "invalid_scope",
+            1_002_012,
+            "The scope must end in /.default.",
+        ));
     }
     if !field("client_id").eq_ignore_ascii_case(&app.client_id) {
         return Err(entra_error(

@@ -319,7 +319,10 @@ mod tests {
             br#"{"error":"invalid_request","error_description":"CANARY"}"#,
         );
         let m = e.to_string();
-        assert!(m.contains("client_id=abc") && m.contains("not assigned"), "{m}");
+        assert!(
+            m.contains("client_id=abc") && m.contains("not assigned"),
+            "{m}"
+        );
         assert!(!m.contains("CANARY"));
     }
 }

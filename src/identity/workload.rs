@@ -53,9 +53,8 @@ impl WorkloadSource {
         env: &Env,
         http: reqwest::Client,
     ) -> Result<Self, IdentityError> {
-        let missing = |what: &str| {
-            IdentityError::Config(format!("workload identity: {what} is not set"))
-        };
+        let missing =
+            |what: &str| IdentityError::Config(format!("workload identity: {what} is not set"));
         let token_file = env
             .var("AZURE_FEDERATED_TOKEN_FILE")
             .ok_or_else(|| missing("AZURE_FEDERATED_TOKEN_FILE"))?;
@@ -68,7 +67,8 @@ impl WorkloadSource {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
         {
             return Err(IdentityError::Config(
-                "workload identity: AZURE_TENANT_ID must be a tenant GUID or domain name".to_owned(),
+                "workload identity: AZURE_TENANT_ID must be a tenant GUID or domain name"
+                    .to_owned(),
             ));
         }
         let client_id = auth
