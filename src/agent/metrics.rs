@@ -96,10 +96,10 @@ impl Metrics {
         // Zero-valued series exist from the start, so dashboards and
         // alerts see `0` rather than "no data".
         for result in ["ok", "failed"] {
-            m.rounds.get_or_create(&label("result", result));
+            let _ = m.rounds.get_or_create(&label("result", result));
         }
         for kind in FAILURE_KINDS {
-            m.failures.get_or_create(&label("kind", kind));
+            let _ = m.failures.get_or_create(&label("kind", kind));
         }
         Self { registry, ..m }
     }
