@@ -45,7 +45,7 @@ KVSYNC_E2E_REQUIRED="${KVSYNC_E2E_REQUIRED:-1}" cargo test --workspace
 step "cargo doc (-D warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
-for extra in .ci/deb-test .ci/k8s-validate; do
+for extra in .ci/deb-test .ci/k8s-validate .ci/deploy-lint .ci/caps-test; do
   if [ -x "$extra" ]; then
     step "$extra"
     "$extra"
