@@ -1,0 +1,1 @@
+//! nginx harness (see e2e_servers.rs).

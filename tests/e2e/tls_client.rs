@@ -1,0 +1,1 @@
+//! TLS client (see e2e_servers.rs).
