@@ -26,17 +26,10 @@ fn main() -> ExitCode {
         Command::Once { config, dry_run } => {
             let path = commands::config_path(config.config.as_deref(), &env);
             with_runtime(|| async {
-                let engine = match commands::engine(&path, &env) {
+                let engine = match commands::start(&path, &env, cli_format) {
                     Ok(engine) => engine,
-                    Err(e) => {
-                        eprintln!("kvsync: {e}");
-                        return e.exit_code();
-                    }
+                    Err(code) => return code,
                 };
-                let format = cli_format
-                    .or(engine.config().agent.log_format)
-                    .unwrap_or(LogFormat::Text);
-                kvsync::logging::init(format, &env);
                 commands::once::run(&engine, dry_run).await
             })
         }
@@ -50,17 +43,10 @@ fn main() -> ExitCode {
                         return EXIT_SYNC_FAILED;
                     }
                 };
-                let engine = match commands::engine(&path, &env) {
+                let engine = match commands::start(&path, &env, cli_format) {
                     Ok(engine) => engine,
-                    Err(e) => {
-                        eprintln!("kvsync: {e}");
-                        return e.exit_code();
-                    }
+                    Err(code) => return code,
                 };
-                let format = cli_format
-                    .or(engine.config().agent.log_format)
-                    .unwrap_or(LogFormat::Text);
-                kvsync::logging::init(format, &env);
                 kvsync::agent::run(&path, &env, engine, triggers).await
             })
         }

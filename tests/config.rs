@@ -688,7 +688,8 @@ auth:           method arc, audience https://vault.azure.net
   imds_endpoint: http://127.0.0.1:48342/
   insecure_test_arc_token_dir (TEST ONLY): /repo/demo/out/tokens
 tls ca_file:    /repo/demo/out/ca.pem
-secrets (1):
+secrets (2):
+  api_key = secret api-key (latest) in https://localhost:48443/
   db_password = secret psql-password (latest) in https://localhost:48443/
 files (2):
   /repo/demo/out/files/pgpass <- template /repo/templates/pgpass.tera
