@@ -146,3 +146,135 @@ async fn postgres_pgpass_follows_rotation() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("password authentication failed"), "{err}");
 }
+
+// ---------------------------------------------------------------- nginx ---
+
+use e2e::nginx::Nginx;
+use e2e::tls_client::{self, normalize_serial};
+
+/// Bound on how long a reload may take to show in what nginx serves. nginx
+/// applies `-s reload` asynchronously (the master re-reads its config, starts
+/// new workers, and old workers finish what they accepted); there is no
+/// event a client can await, so we poll with short steps up to this bound.
+const RELOAD_VISIBLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+const RELOAD_POLL_STEP: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Poll (bounded) until nginx serves a leaf with `serial`; returns what was
+/// served last on timeout (panics with it).
+async fn wait_for_serial(n: &Nginx, root_pem: &str, serial: &str) {
+    let want = normalize_serial(serial);
+    let deadline = tokio::time::Instant::now() + RELOAD_VISIBLE_WITHIN;
+    loop {
+        let got = tls_client::fetch(n.port, root_pem).await;
+        match &got {
+            Ok(s) if s.serial == want => {
+                assert!(s.status_line.contains(" 200 "), "{}", s.status_line);
+                return;
+            }
+            _ if tokio::time::Instant::now() >= deadline => panic!(
+                "nginx did not serve serial {want} within {RELOAD_VISIBLE_WITHIN:?}; last: {got:?}\n{}",
+                n.logs()
+            ),
+            _ => tokio::time::sleep(RELOAD_POLL_STEP).await,
+        }
+    }
+}
+
+/// A test-only CA (rcgen) issuing `localhost` leaves with chosen serials.
+struct TestCa {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "kvsync e2e harness root");
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
+        Self { ca }
+    }
+
+    /// (cert PEM, key PEM) of a leaf with serial `serial`.
+    fn leaf(&self, serial: u64) -> (String, String) {
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        p.serial_number = Some(rcgen::SerialNumber::from(serial));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn write_key_pair(n: &Nginx, cert: &str, key: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(n.cert_path(), cert).unwrap();
+    std::fs::write(n.key_path(), key).unwrap();
+    std::fs::set_permissions(n.key_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The harness itself, without kvsync: nginx serves what is on disk, a
+/// reload with a key that doesn't match the certificate shows up as a
+/// failure in error.log (so the kvsync test's "no failed reload" assertion
+/// can fail), and a good reload becomes visible to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_harness_detects_a_failed_reload() {
+    if !e2e::gate(
+        "nginx_harness_detects_a_failed_reload",
+        e2e::nginx::missing(),
+    ) {
+        return;
+    }
+    let ca = TestCa::new();
+    let root = ca.ca.pem();
+    let (cert1, key1) = ca.leaf(0x1001);
+    let (cert2, key2) = ca.leaf(0x2002);
+    let mut n = Nginx::prepare();
+    write_key_pair(&n, &cert1, &key1);
+    n.start().await;
+    wait_for_serial(&n, &root, "1001").await;
+    assert!(n.failures().is_empty(), "{}", n.logs());
+
+    // Only one half rotated (what kvsync's hook groups prevent): the reload
+    // fails and nginx keeps serving the old pair.
+    write_key_pair(&n, &cert2, &key1);
+    // (`nginx -s reload` would refuse it itself: it loads the config before
+    // signalling; a bare SIGHUP is what a hook without that check amounts to.)
+    n.sighup();
+    let deadline = tokio::time::Instant::now() + RELOAD_VISIBLE_WITHIN;
+    while n.failures().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no [emerg] logged:\n{}",
+            n.logs()
+        );
+        tokio::time::sleep(RELOAD_POLL_STEP).await;
+    }
+    assert_eq!(
+        normalize_serial(&tls_client::fetch(n.port, &root).await.unwrap().serial),
+        "1001"
+    );
+
+    // The `-t` half of the hook refuses the mismatched pair before any signal.
+    let counter = n.path("hook.count");
+    let mut hook = tokio::process::Command::new("sh");
+    hook.args(["-c", &n.reload_hook(&counter)]);
+    assert!(
+        !e2e::run(hook, None).await.status.success(),
+        "nginx -t accepted a mismatched pair"
+    );
+
+    write_key_pair(&n, &cert2, &key2);
+    let mut hook = tokio::process::Command::new("sh");
+    hook.args(["-c", &n.reload_hook(&counter)]);
+    e2e::run_ok(hook, None).await;
+    wait_for_serial(&n, &root, "2002").await;
+    assert_eq!(n.reloads(), 2, "{}", n.logs());
+    assert_eq!(read(&counter).lines().count(), 2);
+
+    // A client trusting another CA is refused: verification is real.
+    let other = TestCa::new().ca.pem();
+    let err = tls_client::fetch(n.port, &other).await.unwrap_err();
+    assert!(err.contains("handshake"), "{err}");
+    n.stop().await;
+}

@@ -63,6 +63,9 @@
 //!   ([`Emulator::login_url`], same CA): [`Emulator::set_workload_app`]
 //!   (tenant, client id, the accepted assertion); faults with
 //!   `Service::Login`.
+//! * Certificates (PROTOCOL.md §6): [`Emulator::issue_certificate`],
+//!   [`Emulator::set_certificate_exportable`], [`Emulator::cert_root_pem`],
+//!   [`Emulator::cert_intermediate_pem`]; `GET /certificates/{name}[/{v}]`.
 //! * Protocol quirks for client robustness tests:
 //!   [`Emulator::set_himds_selector_echo`],
 //!   [`Emulator::set_vault_api_versions`],
@@ -77,10 +80,12 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
+mod certificates;
 mod entra;
 mod faults;
 mod himds;
 mod imds;
+mod issuer;
 mod server;
 mod state;
 mod store;
@@ -96,9 +101,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+pub use certificates::IssuedCertificate;
 pub use entra::WorkloadApp;
 pub use faults::{Fault, HANG_DELAY, Service};
 pub use imds::UserAssigned;
+pub use issuer::{CertContentType, CertKey, CertOptions, DEFAULT_SANS, DEFAULT_VALIDITY};
 pub use state::Counters;
 pub use store::SecretOptions;
 pub use tokens::{DEFAULT_TOKEN_LIFETIME, Identity};
@@ -153,6 +160,7 @@ pub struct Emulator {
     login: Server,
     ca_pem: String,
     ca_file: PathBuf,
+    cert_root_file: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -191,10 +199,15 @@ impl Emulator {
         let vault_addr = vault_listener.local_addr()?;
         drop(vault_listener);
         let vault_base = format!("https://localhost:{}", vault_addr.port());
+        let issuing_ca = issuer::IssuingCa::generate()?;
+        let cert_root_file = dir.join("issuing-ca.pem");
+        write_public(&cert_root_file, issuing_ca.root_pem().as_bytes())
+            .with_context(|| format!("writing {}", cert_root_file.display()))?;
         let shared = Arc::new(Shared::new(
             token_dir,
             vault_base,
             opts.vault_audience.clone(),
+            issuing_ca,
         ));
         {
             let mut t = lock(&shared.tokens);
@@ -232,6 +245,7 @@ impl Emulator {
             login,
             ca_pem: pki.ca_pem().to_owned(),
             ca_file,
+            cert_root_file,
             _temp: temp,
         })
     }
@@ -340,6 +354,43 @@ impl Emulator {
     /// Removes a secret and all its versions (GET then answers 404).
     pub fn delete_secret(&self, name: &str) -> bool {
         lock(&self.shared.store).delete(name)
+    }
+
+    /// Issues a new version of certificate `name` (creating it if needed):
+    /// a leaf signed by the issuing intermediate CA (itself signed by the
+    /// issuing root, [`Emulator::cert_root_pem`]), stored as a certificate
+    /// object plus its backing secret (same name and version, `kid`,
+    /// `managed`, the options' content type). Issuing again is a rotation:
+    /// new key, serial and `x5t`. RSA keys need the `openssl` binary.
+    pub fn issue_certificate(
+        &self,
+        name: &str,
+        opts: CertOptions,
+    ) -> anyhow::Result<IssuedCertificate> {
+        certificates::issue(&self.shared, name, &opts)
+    }
+
+    /// `false`: the current version's secret is rewritten without the
+    /// private key and the policy says `exportable: false` (as a
+    /// non-exportable / HSM key). Returns false if there is no such
+    /// certificate.
+    pub fn set_certificate_exportable(&self, name: &str, exportable: bool) -> bool {
+        certificates::set_exportable(&self.shared, name, exportable)
+    }
+
+    /// The root CA of issued certificates (not the HTTPS server's), PEM.
+    pub fn cert_root_pem(&self) -> String {
+        self.shared.issuing_ca.root_pem()
+    }
+
+    /// The same, written to `<state dir>/issuing-ca.pem`.
+    pub fn cert_root_file(&self) -> &Path {
+        &self.cert_root_file
+    }
+
+    /// The intermediate CA that signs issued leaves, PEM.
+    pub fn cert_intermediate_pem(&self) -> String {
+        self.shared.issuing_ca.intermediate_pem()
     }
 
     pub fn push_fault(&self, fault: Fault) {

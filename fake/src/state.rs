@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::certificates::CertStore;
 use crate::faults::{Fault, FaultQueue, Service};
+use crate::issuer::IssuingCa;
 use crate::store::Store;
 use crate::tokens::TokenIssuer;
 
@@ -44,6 +46,9 @@ pub struct Counters {
     pub kv_lists: u64,
     /// Key Vault 401 answers (missing, unknown, expired or wrong-audience token).
     pub kv_unauthorized: u64,
+    /// Authorized certificate GETs (`/certificates/{name}[/{version}]`).
+    #[serde(default)]
+    pub kv_cert_gets: u64,
     pub by_path: BTreeMap<String, u64>,
 }
 
@@ -78,6 +83,10 @@ pub struct Settings {
 pub struct Shared {
     pub settings: Mutex<Settings>,
     pub store: Mutex<Store>,
+    /// Certificate objects; lock after `store` when holding both.
+    pub certs: Mutex<CertStore>,
+    /// The CA that signs certificate objects.
+    pub issuing_ca: IssuingCa,
     pub tokens: Mutex<TokenIssuer>,
     /// Arrival time and path of every request (both services), for tests
     /// that check request spacing (e.g. `Retry-After`).
@@ -117,7 +126,12 @@ pub fn unix_now() -> u64 {
 }
 
 impl Shared {
-    pub fn new(token_dir: PathBuf, vault_base: String, vault_audience: String) -> Self {
+    pub fn new(
+        token_dir: PathBuf,
+        vault_base: String,
+        vault_audience: String,
+        issuing_ca: IssuingCa,
+    ) -> Self {
         Self {
             settings: Mutex::new(Settings {
                 latency_himds: Duration::ZERO,
@@ -132,6 +146,8 @@ impl Shared {
                 workload: crate::entra::WorkloadApp::default(),
             }),
             store: Mutex::new(Store::default()),
+            certs: Mutex::new(CertStore::default()),
+            issuing_ca,
             tokens: Mutex::new(TokenIssuer::default()),
             request_log: Mutex::new(Vec::new()),
             faults: Mutex::new(FaultQueue::default()),
