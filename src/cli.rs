@@ -58,5 +58,8 @@ pub enum Command {
     Whoami {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
     },
 }

@@ -50,9 +50,9 @@ fn main() -> ExitCode {
                 kvsync::agent::run(&path, &env, engine, triggers).await
             })
         }
-        Command::Whoami { .. } => {
-            eprintln!("kvsync: this command is not available yet");
-            commands::EXIT_USAGE
+        Command::Whoami { config, json } => {
+            let path = commands::config_path(config.config.as_deref(), &env);
+            with_runtime(|| async { commands::whoami::run(&path, &env, json).await })
         }
     };
     commands::exit(code)

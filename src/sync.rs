@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::config::{Config, SecretKind, SecretSpec};
+use crate::config::{Config, SecretKind, VaultRef};
 use crate::hooks::{self, HookError};
+use crate::identity::IdentityError;
 use crate::render::{self, RenderError, Renderer};
 use crate::secret::SecretBytes;
 use crate::vault::{SecretBundle, VaultClient, VaultError};
@@ -86,6 +87,9 @@ fn join_fetch_errors(errors: &[(String, VaultError)]) -> String {
         .join("\n")
 }
 
+/// The name instance-metadata failures are reported under.
+pub const INSTANCE_ALIAS: &str = "instance metadata";
+
 /// Options of one round.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RoundOptions {
@@ -129,23 +133,48 @@ impl Engine {
 
     /// Fetch every declared secret; the context holds those that succeeded
     /// (and the certificates that could be normalised), the list the
-    /// failures, sorted by alias.
+    /// failures, sorted by alias. Instance metadata is fetched first, once,
+    /// when a template or a vault URL uses it (a failure is reported as
+    /// `instance metadata`; secrets whose vault needs it are then skipped).
     pub async fn fetch_each(&self) -> (render::Context, Vec<(String, VaultError)>) {
+        let mut errors = Vec::new();
+        let instance = match self.fetch_instance().await {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push((INSTANCE_ALIAS.to_owned(), VaultError::Identity(e)));
+                None
+            }
+        };
+        let audience = self.config.auth.audience.as_deref();
+        let mut jobs = Vec::new();
+        for spec in self.config.secrets.values() {
+            match spec.vault.resolve(instance.as_ref(), audience) {
+                Ok(url) => jobs.push((spec, url)),
+                Err(_) if instance.is_none() && !errors.is_empty() => {}
+                Err(e) => errors.push((
+                    spec.alias.clone(),
+                    VaultError::Identity(IdentityError::Other(format!(
+                        "cannot resolve the vault URL: {e}"
+                    ))),
+                )),
+            }
+        }
         let concurrency = self.config.agent.concurrency.max(1);
-        let specs: Vec<&SecretSpec> = self.config.secrets.values().collect();
-        let results: Vec<(String, Result<SecretBundle, VaultError>)> = futures::stream::iter(specs)
-            .map(|spec| async move {
+        let results: Vec<(String, Result<SecretBundle, VaultError>)> = futures::stream::iter(jobs)
+            .map(|(spec, url)| async move {
                 let got = self
                     .vault
-                    .get_secret(&spec.vault, &spec.name, spec.version.as_deref())
+                    .get_secret(&url, &spec.name, spec.version.as_deref())
                     .await;
                 (spec.alias.clone(), got)
             })
             .buffer_unordered(concurrency)
             .collect()
             .await;
-        let mut ctx = render::Context::default();
-        let mut errors = Vec::new();
+        let mut ctx = render::Context {
+            instance,
+            ..render::Context::default()
+        };
         for (alias, result) in results {
             match result {
                 Ok(bundle) => {
@@ -156,6 +185,34 @@ impl Engine {
         }
         errors.sort_by(|a, b| a.0.cmp(&b.0));
         (ctx, errors)
+    }
+
+    /// Whether this config needs instance metadata: a template refers to
+    /// `instance`, or a vault URL is a template.
+    pub fn uses_instance(&self) -> bool {
+        self.renderer.uses_instance()
+            || self
+                .config
+                .vault
+                .as_ref()
+                .is_some_and(VaultRef::is_template)
+            || self.config.secrets.values().any(|s| s.vault.is_template())
+    }
+
+    /// The instance metadata `compute` object, fetched (at most once per
+    /// round) only when [`Engine::uses_instance`].
+    pub async fn fetch_instance(&self) -> Result<Option<serde_json::Value>, IdentityError> {
+        if !self.uses_instance() {
+            return Ok(None);
+        }
+        let source = self.vault.tokens().source().clone();
+        match source.instance_metadata().await? {
+            Some(v) => Ok(Some(v)),
+            None => Err(IdentityError::Other(format!(
+                "instance metadata is not available from the {} identity source; templates and vault URLs using `instance` need Azure Arc or Azure IMDS",
+                source.info().kind
+            ))),
+        }
     }
 
     /// Normalise the secrets of `type = "certificate"` entries into

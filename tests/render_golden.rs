@@ -54,7 +54,7 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
     Config {
         source: PathBuf::from("/etc/kvsync/kvsync.toml"),
         base_dir: PathBuf::from("/etc/kvsync"),
-        vault: Some(vault.clone()),
+        vault: Some(vault.clone().into()),
         agent: AgentConfig {
             interval: Duration::from_secs(600),
             jitter: Duration::from_secs(30),
@@ -84,7 +84,7 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
                     alias: alias.to_string(),
                     name: format!("kv-{alias}"),
                     version: None,
-                    vault: vault.clone(),
+                    vault: vault.clone().into(),
                     kind: *kind,
                 };
                 (alias.to_string(), spec)

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod once;
+pub mod whoami;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -8,10 +8,12 @@ mod files;
 pub mod raw;
 mod resolve;
 mod summary;
+mod vault_ref;
 
 pub use files::parse_mode;
 pub use resolve::MAX_CONCURRENCY;
 pub use summary::summary;
+pub use vault_ref::VaultRef;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,8 +50,9 @@ pub struct Config {
     pub source: PathBuf,
     /// Directory relative paths are resolved against.
     pub base_dir: PathBuf,
-    /// Default vault for secrets that don't name one.
-    pub vault: Option<Url>,
+    /// Default vault for secrets that don't name one (a URL, or a template
+    /// over instance metadata resolved each round).
+    pub vault: Option<VaultRef>,
     pub agent: AgentConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
@@ -128,7 +131,7 @@ pub struct SecretSpec {
     pub name: String,
     /// Pinned version (32 lowercase hex), or latest.
     pub version: Option<String>,
-    pub vault: Url,
+    pub vault: VaultRef,
     pub kind: SecretKind,
 }
 
