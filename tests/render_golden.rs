@@ -86,6 +86,7 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
                     version: None,
                     vault: vault.clone(),
                     kind: *kind,
+                    include_root: false,
                 };
                 (alias.to_string(), spec)
             })
@@ -103,6 +104,10 @@ fn file(dest: &str, source: FileSource) -> FileSpec {
         group: None,
         dir_mode: 0o755,
         on_change: None,
+        pfx_password: None,
+        pfx_legacy: false,
+        verify: None,
+        rollback: false,
     }
 }
 
