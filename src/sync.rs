@@ -211,7 +211,8 @@ impl Engine {
     /// `[agent] cert_expiry_warning` (or has expired); returns them as
     /// (alias, notAfter as Unix seconds).
     pub fn warn_expiring(&self, ctx: &render::Context) -> Vec<(String, i64)> {
-        let window = i64::try_from(self.config.agent.cert_expiry_warning.as_secs()).unwrap_or(i64::MAX);
+        let window =
+            i64::try_from(self.config.agent.cert_expiry_warning.as_secs()).unwrap_or(i64::MAX);
         let now = unix_now();
         let mut out = Vec::new();
         for (alias, c) in &ctx.certs {
@@ -293,13 +294,8 @@ impl Engine {
             else {
                 continue;
             };
-            if let Err(e) = verify_one(
-                command,
-                candidate,
-                path,
-                self.config.agent.hook_timeout,
-            )
-            .await
+            if let Err(e) =
+                verify_one(command, candidate, path, self.config.agent.hook_timeout).await
             {
                 errors.push(e);
             }
@@ -346,14 +342,21 @@ impl Engine {
         let mut staged = Vec::new();
         for (index, bytes) in rendered.iter().enumerate() {
             let target = self.target(index);
-            staged.push((index, target.path.clone(), write::stage(&target, bytes.expose())?));
+            staged.push((
+                index,
+                target.path.clone(),
+                write::stage(&target, bytes.expose())?,
+            ));
         }
         Ok(staged)
     }
 
     /// Commit every staged file; files of a `rollback = true` group keep a
     /// backup of what they replaced.
-    fn commit_all(&self, staged: Vec<StagedFile>) -> Result<(Vec<FileOutcome>, Backups), SyncError> {
+    fn commit_all(
+        &self,
+        staged: Vec<StagedFile>,
+    ) -> Result<(Vec<FileOutcome>, Backups), SyncError> {
         let mut files = Vec::with_capacity(staged.len());
         let mut backups = Backups::new();
         for (index, path, candidate) in staged {

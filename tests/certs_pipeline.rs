@@ -52,7 +52,10 @@ fn blocks(pem: &str) -> Vec<String> {
 /// Asserts that no output contains key material: a line from the middle of
 /// the written key, and the base64 of the no-password PFX.
 fn assert_no_leak(outputs: &[&Output], key_pem: &str, pfx: Option<&[u8]>) {
-    let key_lines: Vec<&str> = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let key_lines: Vec<&str> = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
     let key_line = key_lines[key_lines.len() / 2];
     let pfx_b64 = pfx.map(|p| base64::engine::general_purpose::STANDARD.encode(p));
     for o in outputs {
@@ -214,15 +217,25 @@ format = "fullchain"
             .arg(h.path(name))
             .output()
             .unwrap();
-        assert!(!denied.status.success(), "{name} opened without its password");
+        assert!(
+            !denied.status.success(),
+            "{name} opened without its password"
+        );
     }
     let info = std::process::Command::new("openssl")
-        .args(["pkcs12", "-passin", "pass:Tr1cky pass", "-info", "-noout", "-in"])
+        .args([
+            "pkcs12",
+            "-passin",
+            "pass:Tr1cky pass",
+            "-info",
+            "-noout",
+            "-in",
+        ])
         .arg(h.path("out/legacy.pfx"))
         .output()
         .unwrap();
     let info = String::from_utf8_lossy(&info.stderr);
-    assert!(info.contains("3-key TripleDES") || info.contains("3DES"), "{info}");
+    assert!(info.contains("TripleDES"), "{info}");
     assert!(info.contains("sha1"), "{info}");
     let fullchain = read(&h.path("out/fullchain.pem"));
     let certs = blocks(&fullchain);
@@ -316,26 +329,43 @@ async fn expiring_certificate_warns_and_check_online_reports_it() {
     );
 
     let config_arg = config.to_str().unwrap();
-    let online = h.kvsync(&["check", "--online", "-c", config_arg], &[]).await;
+    let online = h
+        .kvsync(&["check", "--online", "-c", config_arg], &[])
+        .await;
     assert!(online.status.success(), "{}", stderr(&online));
     let text = stdout(&online);
     assert!(text.contains("CN=web"), "{text}");
     assert!(text.contains("www.example.test"), "{text}");
     assert!(text.contains(&issued.thumbprint), "{text}");
-    assert!(text.contains("1 days left"), "{text}");
-    assert!(text.contains(&format!("version {}", issued.version)), "{text}");
+    assert!(
+        text.contains("(1 days left)") || text.contains("(2 days left)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("version {}", issued.version)),
+        "{text}"
+    );
     assert!(text.contains("secret db (db): version"), "{text}");
     assert!(!text.contains("hunter2") && !stderr(&online).contains("hunter2"));
 
     // A fetch failure makes it exit 1.
     h.emu.delete_secret("db");
-    let failed = h.kvsync(&["check", "--online", "-c", config_arg], &[]).await;
+    let failed = h
+        .kvsync(&["check", "--online", "-c", config_arg], &[])
+        .await;
     assert_eq!(failed.status.code(), Some(1));
-    assert!(stderr(&failed).contains("secret 'db'"), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("secret 'db'"),
+        "{}",
+        stderr(&failed)
+    );
 }
 
 fn with_file_keys(base: &str, keys: &str) -> String {
-    base.replace("on_change = \"echo ran >> hook.log\"", &format!("on_change = \"echo ran >> hook.log\"\n{keys}"))
+    base.replace(
+        "on_change = \"echo ran >> hook.log\"",
+        &format!("on_change = \"echo ran >> hook.log\"\n{keys}"),
+    )
 }
 
 #[tokio::test]
@@ -349,7 +379,10 @@ async fn failing_verify_keeps_the_live_files() {
     let config = h.write_config(&ok);
     let out = h.once(&config, &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let before = (stamp(&h.path("out/cert.pem")), stamp(&h.path("out/key.pem")));
+    let before = (
+        stamp(&h.path("out/cert.pem")),
+        stamp(&h.path("out/key.pem")),
+    );
 
     h.emu.issue_certificate("web", ec_pem()).unwrap();
     let bad = with_file_keys(ROTATE, r#"verify = "echo candidate rejected >&2; exit 4""#);
@@ -359,7 +392,10 @@ async fn failing_verify_keeps_the_live_files() {
     let err = stderr(&out);
     assert!(err.contains("verify rejected"), "{err}");
     assert!(err.contains("candidate rejected"), "{err}");
-    let after = (stamp(&h.path("out/cert.pem")), stamp(&h.path("out/key.pem")));
+    let after = (
+        stamp(&h.path("out/cert.pem")),
+        stamp(&h.path("out/key.pem")),
+    );
     assert_eq!(before, after);
     assert_eq!(cert_serial(&h), first.serial);
     assert_eq!(read(&h.path("hook.log")), "ran\n");
@@ -378,7 +414,10 @@ async fn rollback_restores_the_previous_files_when_the_hook_fails() {
     let failing = ROTATE
         .replace("echo ran >> hook.log", "echo reload failed >&2; exit 3")
         .replace("format = \"key\"", "format = \"key\"\nrollback = true")
-        .replace("format = \"fullchain\"", "format = \"fullchain\"\nrollback = true");
+        .replace(
+            "format = \"fullchain\"",
+            "format = \"fullchain\"\nrollback = true",
+        );
     let config = h.write_config(&failing);
     let out = h.once(&config, &[]).await;
     assert_eq!(out.status.code(), Some(1));

@@ -54,12 +54,19 @@ pub async fn online(engine: &Engine) -> u8 {
             time_or(bundle.expires, "never"),
         );
         if let Some(c) = ctx.certs.get(alias) {
-            let days = c.not_after_unix.saturating_sub(now).div_euclid(SECS_PER_DAY);
+            let days = c
+                .not_after_unix
+                .saturating_sub(now)
+                .div_euclid(SECS_PER_DAY);
             let _ = writeln!(
                 out,
                 "  certificate: subject {}; SANs {}; thumbprint {}; notAfter {} ({days} days left); issuer {}; key {}",
                 c.subject,
-                if c.sans.is_empty() { "-".to_owned() } else { c.sans.join(", ") },
+                if c.sans.is_empty() {
+                    "-".to_owned()
+                } else {
+                    c.sans.join(", ")
+                },
                 c.thumbprint,
                 c.not_after,
                 c.issuer,
@@ -93,7 +100,9 @@ const SECS_PER_DAY: i64 = 24 * 3600;
 /// A Unix time as RFC 3339 (UTC), or `none` when absent.
 fn time_or(t: Option<i64>, none: &str) -> String {
     match t.and_then(|s| u64::try_from(s).ok()) {
-        Some(s) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string(),
+        Some(s) => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string()
+        }
         None => none.to_owned(),
     }
 }

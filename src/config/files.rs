@@ -188,10 +188,18 @@ impl FileCx<'_> {
         );
         if !is_pfx {
             if let Some(v) = &f.pfx_password {
-                p.at(v, self.k("pfx_password"), "pfx_password applies only with format = \"pfx\"");
+                p.at(
+                    v,
+                    self.k("pfx_password"),
+                    "pfx_password applies only with format = \"pfx\"",
+                );
             }
             if let Some(v) = &f.pfx_legacy {
-                p.at(v, self.k("pfx_legacy"), "pfx_legacy applies only with format = \"pfx\"");
+                p.at(
+                    v,
+                    self.k("pfx_legacy"),
+                    "pfx_legacy applies only with format = \"pfx\"",
+                );
             }
             return (None, false);
         }

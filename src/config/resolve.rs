@@ -14,10 +14,9 @@ use url::Url;
 
 use super::raw::{Problem, RawAgent, RawAlias, RawAuth, RawConfig, RawSecret, RawTls};
 use super::{
-    AgentConfig, AuthConfig, AuthMethod, Config, DEFAULT_CONCURRENCY, DEFAULT_DEADLINE,
-    DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER, LogFormat,
-    SecretKind, SecretSpec,
-    TlsConfig,
+    AgentConfig, AuthConfig, AuthMethod, Config, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_CONCURRENCY,
+    DEFAULT_DEADLINE, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER, LogFormat,
+    SecretKind, SecretSpec, TlsConfig,
 };
 
 /// Upper bound of `[agent] concurrency`. Key Vault throttles at 4000
@@ -493,7 +492,11 @@ fn secret(
     if let Some(v) = include_root
         && kind != SecretKind::Certificate
     {
-        p.at(v, format!("{key}.include_root"), "include_root applies only to certificates: add type = \"certificate\", or remove it");
+        p.at(
+            v,
+            format!("{key}.include_root"),
+            "include_root applies only to certificates: add type = \"certificate\", or remove it",
+        );
     }
     let vault = match vault {
         Some(v) => {

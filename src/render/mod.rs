@@ -83,10 +83,7 @@ pub struct RenderError {
 enum Kind {
     /// Name of the compiled template in `Renderer::tera`, and its source
     /// (kept for error sanitising; templates are configuration, not secret).
-    Template {
-        name: String,
-        source: String,
-    },
+    Template { name: String, source: String },
     Object {
         alias: String,
         format: OutputFormat,
