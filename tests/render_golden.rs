@@ -64,6 +64,7 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
             deadline: Duration::from_secs(120),
             concurrency: 8,
             hook_timeout: Duration::from_secs(30),
+            cert_expiry_warning: kvsync::config::DEFAULT_CERT_EXPIRY_WARNING,
         },
         auth: AuthConfig {
             method: AuthMethod::Auto,
