@@ -56,6 +56,13 @@
 //!   [`Emulator::invalidate_tokens`], [`Emulator::set_instance`],
 //!   [`Emulator::clear_faults`], [`Emulator::pending_faults`],
 //!   [`Emulator::identity`], [`Emulator::outstanding_challenges`].
+//! * Azure VM IMDS on its own port ([`Emulator::imds_base`]):
+//!   [`Emulator::add_user_assigned`], [`Emulator::set_imds_system_assigned`],
+//!   [`Emulator::set_imds_down`]; faults with `Service::Imds`.
+//! * Entra token endpoint for workload identity on its own HTTPS port
+//!   ([`Emulator::login_url`], same CA): [`Emulator::set_workload_app`]
+//!   (tenant, client id, the accepted assertion); faults with
+//!   `Service::Login`.
 //! * Certificates (PROTOCOL.md §6): [`Emulator::issue_certificate`],
 //!   [`Emulator::set_certificate_exportable`], [`Emulator::cert_root_pem`],
 //!   [`Emulator::cert_intermediate_pem`]; `GET /certificates/{name}[/{v}]`.
@@ -74,8 +81,10 @@
 
 mod admin;
 mod certificates;
+mod entra;
 mod faults;
 mod himds;
+mod imds;
 mod issuer;
 mod server;
 mod state;
@@ -93,7 +102,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 pub use certificates::IssuedCertificate;
+pub use entra::WorkloadApp;
 pub use faults::{Fault, HANG_DELAY, Service};
+pub use imds::UserAssigned;
 pub use issuer::{CertContentType, CertKey, CertOptions, DEFAULT_SANS, DEFAULT_VALIDITY};
 pub use state::Counters;
 pub use store::SecretOptions;
@@ -145,6 +156,8 @@ pub struct Emulator {
     shared: Arc<Shared>,
     himds: Server,
     vault: Server,
+    imds: Server,
+    login: Server,
     ca_pem: String,
     ca_file: PathBuf,
     cert_root_file: PathBuf,
@@ -216,10 +229,20 @@ impl Emulator {
         )
         .await
         .with_context(|| format!("binding the HIMDS port {}", opts.himds_port))?;
+        let any_port = SocketAddr::new(LOOPBACK, 0);
+        let imds = Server::bind(any_port, imds::router(shared.clone()), None)
+            .await
+            .context("binding the IMDS port")?;
+        let login_tls = tokio_rustls::TlsAcceptor::from(pki.server_config()?);
+        let login = Server::bind(any_port, entra::router(shared.clone()), Some(login_tls))
+            .await
+            .context("binding the login port")?;
         Ok(Self {
             shared,
             himds,
             vault,
+            imds,
+            login,
             ca_pem: pki.ca_pem().to_owned(),
             ca_file,
             cert_root_file,
@@ -239,6 +262,55 @@ impl Emulator {
 
     pub fn himds_addr(&self) -> SocketAddr {
         self.himds.local_addr()
+    }
+
+    /// `http://127.0.0.1:R`: the Azure VM IMDS base (`[auth] imds_endpoint`).
+    pub fn imds_base(&self) -> String {
+        format!("http://{}", self.imds.local_addr())
+    }
+
+    pub fn imds_addr(&self) -> SocketAddr {
+        self.imds.local_addr()
+    }
+
+    /// `true`: stop listening on the IMDS port (connections refused);
+    /// `false`: listen again on the same port.
+    pub async fn set_imds_down(&self, down: bool) -> std::io::Result<()> {
+        if down {
+            self.imds.stop().await;
+            Ok(())
+        } else {
+            self.imds.start().await
+        }
+    }
+
+    /// Whether the fake VM has a system-assigned identity (default true).
+    pub fn set_imds_system_assigned(&self, on: bool) {
+        lock(&self.shared.settings).imds_system_assigned = on;
+    }
+
+    /// Assign a user-assigned identity to the fake VM (IMDS selectors).
+    pub fn add_user_assigned(&self, identity: UserAssigned) {
+        lock(&self.shared.settings).user_assigned.push(identity);
+    }
+
+    /// `https://localhost:S/`: the Entra authority host for workload
+    /// identity (`AZURE_AUTHORITY_HOST`); same test CA as the vault.
+    pub fn login_url(&self) -> String {
+        format!("https://localhost:{}/", self.login.local_addr().port())
+    }
+
+    pub fn login_addr(&self) -> SocketAddr {
+        self.login.local_addr()
+    }
+
+    /// The workload-identity application and the assertion Entra accepts.
+    pub fn set_workload_app(&self, app: WorkloadApp) {
+        lock(&self.shared.settings).workload = app;
+    }
+
+    pub fn workload_app(&self) -> WorkloadApp {
+        lock(&self.shared.settings).workload.clone()
     }
 
     /// `https://localhost:Q` (certificate SANs: localhost, 127.0.0.1).
@@ -438,6 +510,8 @@ impl Emulator {
     pub async fn shutdown(self) {
         self.himds.stop().await;
         self.vault.stop().await;
+        self.imds.stop().await;
+        self.login.stop().await;
     }
 }
 
