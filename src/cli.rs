@@ -53,6 +53,11 @@ pub enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// After the offline checks, authenticate and fetch every secret
+        /// (values are never printed): report versions, expiry dates and,
+        /// per certificate, subject, SANs, thumbprint and notAfter
+        #[arg(long)]
+        online: bool,
     },
     /// Show the identity in use, token claims and instance metadata (never the token)
     Whoami {

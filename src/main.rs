@@ -20,8 +20,19 @@ fn main() -> ExitCode {
         LogFormatArg::Json => LogFormat::Json,
     });
     let code = match cli.command {
-        Command::Check { config } => {
-            commands::check::run(&commands::config_path(config.config.as_deref(), &env))
+        Command::Check { config, online } => {
+            let path = commands::config_path(config.config.as_deref(), &env);
+            let code = commands::check::run(&path);
+            if code != commands::EXIT_OK || !online {
+                code
+            } else {
+                with_runtime(|| async {
+                    match commands::start(&path, &env, cli_format) {
+                        Ok(engine) => commands::check::online(&engine).await,
+                        Err(code) => code,
+                    }
+                })
+            }
         }
         Command::Once { config, dry_run } => {
             let path = commands::config_path(config.config.as_deref(), &env);

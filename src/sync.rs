@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::certs;
 use crate::config::{Config, SecretKind, VaultRef};
 use crate::hooks::{self, HookError};
 use crate::identity::IdentityError;
@@ -22,6 +23,17 @@ use crate::render::{self, RenderError, Renderer};
 use crate::secret::SecretBytes;
 use crate::vault::{SecretBundle, VaultClient, VaultError};
 use crate::write::{self, Change, Target, WriteError};
+
+/// Seconds per day (for "days left" in expiry warnings).
+const SECS_PER_DAY: i64 = 24 * 3600;
+
+/// Seconds since the Unix epoch (0 before it).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
 
 /// What happened (or, in a dry run, would happen) to one file.
 #[derive(Clone, Debug)]
@@ -56,6 +68,9 @@ pub enum SyncError {
     Write(#[from] WriteError),
     #[error("{}", join_lines(.0))]
     Hooks(Vec<HookError>),
+    /// A file's `verify` command rejected its candidate; nothing replaced.
+    #[error("{}", join_lines(.0))]
+    Verify(Vec<String>),
     #[error("sync did not finish within the deadline of {}", humantime::format_duration(*.0))]
     Deadline(Duration),
 }
@@ -226,13 +241,53 @@ impl Engine {
             let Some(bundle) = ctx.secrets.get(&spec.alias) else {
                 continue;
             };
-            let _ = bundle;
-            errors.push(SyncError::Certificate {
-                alias: spec.alias.clone(),
-                message: "certificate objects are not supported yet".to_owned(),
-            });
+            // The leaf is the certificate the secret's key belongs to: only
+            // the secret is read (Key Vault Secrets User suffices).
+            match certs::from_secret(
+                &bundle.value,
+                bundle.content_type.as_deref(),
+                None,
+                spec.include_root,
+            ) {
+                Ok(material) => {
+                    ctx.certs.insert(spec.alias.clone(), material);
+                }
+                Err(e) => errors.push(SyncError::Certificate {
+                    alias: spec.alias.clone(),
+                    message: format!(
+                        "Key Vault certificate '{}' (version {}): {e}",
+                        spec.name, bundle.version
+                    ),
+                }),
+            }
         }
         errors
+    }
+
+    /// Log a warning for every delivered certificate that expires within
+    /// `[agent] cert_expiry_warning` (or has expired); returns them as
+    /// (alias, notAfter as Unix seconds).
+    pub fn warn_expiring(&self, ctx: &render::Context) -> Vec<(String, i64)> {
+        let window =
+            i64::try_from(self.config.agent.cert_expiry_warning.as_secs()).unwrap_or(i64::MAX);
+        let now = unix_now();
+        let mut out = Vec::new();
+        for (alias, c) in &ctx.certs {
+            let left = c.not_after_unix.saturating_sub(now);
+            if left <= window {
+                let days = left.div_euclid(SECS_PER_DAY);
+                tracing::warn!(
+                    alias = %alias,
+                    subject = %c.subject,
+                    thumbprint = %c.thumbprint,
+                    not_after = %c.not_after,
+                    days_left = days,
+                    "certificate expires soon: renew it in Key Vault"
+                );
+            }
+            out.push((alias.clone(), c.not_after_unix));
+        }
+        out
     }
 
     /// Render file number `index`.
@@ -271,6 +326,7 @@ impl Engine {
             if let Some(first) = cert_errors.into_iter().next() {
                 return Err(first);
             }
+            self.warn_expiring(&ctx);
             self.render_all(&ctx)
         })
         .await
@@ -278,9 +334,34 @@ impl Engine {
         if options.dry_run {
             return self.plan(&rendered);
         }
-        let files = self.write_all(&rendered)?;
-        let hooks_run = self.run_hooks(&files).await?;
+        let staged = self.stage_all(&rendered)?;
+        self.verify_all(&staged).await?;
+        let (files, mut backups) = self.commit_all(staged)?;
+        let hooks_run = self.run_hooks(&files, &mut backups).await?;
         Ok(RoundReport { files, hooks_run })
+    }
+
+    /// Run the `verify` command of every changed file against its candidate
+    /// (all of them, so every rejection is reported); any failure leaves
+    /// every live file as it is.
+    async fn verify_all(&self, staged: &[StagedFile]) -> Result<(), SyncError> {
+        let mut errors = Vec::new();
+        for (index, path, candidate) in staged {
+            let (Some(command), Some(candidate)) = (&self.config.files[*index].verify, candidate)
+            else {
+                continue;
+            };
+            if let Err(e) =
+                verify_one(command, candidate, path, self.config.agent.hook_timeout).await
+            {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SyncError::Verify(errors))
+        }
     }
 
     /// Where and how file number `index` is written.
@@ -312,18 +393,36 @@ impl Engine {
         })
     }
 
-    /// Stage every changed file first (temp files next to their
-    /// destinations), then commit them all: a failure while staging leaves
-    /// every destination untouched.
-    fn write_all(&self, rendered: &[SecretBytes]) -> Result<Vec<FileOutcome>, SyncError> {
+    /// Stage every changed file (temp files next to their destinations): a
+    /// failure while staging leaves every destination untouched.
+    fn stage_all(&self, rendered: &[SecretBytes]) -> Result<Vec<StagedFile>, SyncError> {
         let mut staged = Vec::new();
         for (index, bytes) in rendered.iter().enumerate() {
             let target = self.target(index);
-            staged.push((target.path.clone(), write::stage(&target, bytes.expose())?));
+            staged.push((
+                index,
+                target.path.clone(),
+                write::stage(&target, bytes.expose())?,
+            ));
         }
+        Ok(staged)
+    }
+
+    /// Commit every staged file; files of a `rollback = true` group keep a
+    /// backup of what they replaced.
+    fn commit_all(
+        &self,
+        staged: Vec<StagedFile>,
+    ) -> Result<(Vec<FileOutcome>, Backups), SyncError> {
         let mut files = Vec::with_capacity(staged.len());
-        for (path, candidate) in staged {
+        let mut backups = Backups::new();
+        for (index, path, candidate) in staged {
             let change = match candidate {
+                Some(candidate) if self.config.files[index].rollback => {
+                    let (change, backup) = candidate.commit_with_backup()?;
+                    backups.insert(path.clone(), (backup, self.config.files[index].dir_mode));
+                    change
+                }
                 Some(candidate) => candidate.commit()?,
                 None => Change::Unchanged,
             };
@@ -333,12 +432,16 @@ impl Engine {
             }
             files.push(FileOutcome { path, change });
         }
-        Ok(files)
+        Ok((files, backups))
     }
 
     /// Run each distinct `on_change` command once, in config order, with the
     /// files of this round that changed and name it.
-    async fn run_hooks(&self, files: &[FileOutcome]) -> Result<Vec<String>, SyncError> {
+    async fn run_hooks(
+        &self,
+        files: &[FileOutcome],
+        backups: &mut Backups,
+    ) -> Result<Vec<String>, SyncError> {
         let groups = hook_groups(&self.config, files);
         let mut ran = Vec::new();
         let mut errors = Vec::new();
@@ -349,6 +452,7 @@ impl Engine {
                 Err(e) => {
                     tracing::error!(error = %e, "on_change hook failed");
                     errors.push(e);
+                    roll_back(&command, &changed, backups);
                 }
             }
         }
@@ -356,6 +460,56 @@ impl Engine {
             Ok(ran)
         } else {
             Err(SyncError::Hooks(errors))
+        }
+    }
+}
+
+/// A staged file: its index in the config, its destination, and the
+/// candidate (`None` when unchanged).
+type StagedFile = (usize, PathBuf, Option<write::Staged>);
+
+/// What `rollback = true` files replaced this round: destination →
+/// (backup, dir_mode).
+pub type Backups = BTreeMap<PathBuf, (write::Backup, u32)>;
+
+/// Runs one file's `verify`; the error names the file and the command.
+pub async fn verify_one(
+    command: &str,
+    candidate: &write::Staged,
+    destination: &std::path::Path,
+    timeout: Duration,
+) -> Result<(), String> {
+    tracing::info!(path = %destination.display(), verify = %command, "verifying candidate");
+    hooks::verify(command, candidate.candidate_path(), destination, timeout)
+        .await
+        .map_err(|e| {
+            tracing::error!(path = %destination.display(), error = %e, "verify rejected the new file; the live file is kept");
+            format!(
+                "{}: verify rejected the new contents; the live file is unchanged: {e}",
+                destination.display()
+            )
+        })
+}
+
+/// After hook `command` failed: put back the files of its group that have a
+/// backup (`rollback = true`), logging each restore.
+pub fn roll_back(command: &str, changed: &[PathBuf], backups: &mut Backups) {
+    for path in changed {
+        let Some((backup, dir_mode)) = backups.remove(path) else {
+            continue;
+        };
+        match backup.restore(dir_mode) {
+            Ok(_) => tracing::warn!(
+                path = %path.display(),
+                hook = %command,
+                "on_change hook failed: previous file restored (rollback)"
+            ),
+            Err(e) => tracing::error!(
+                path = %path.display(),
+                hook = %command,
+                error = %e,
+                "on_change hook failed and the previous file could not be restored"
+            ),
         }
     }
 }

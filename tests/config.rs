@@ -724,6 +724,6 @@ fn config_reference_examples_parse() {
     }
     assert!(blocks >= 2, "expected TOML examples in docs/CONFIG.md");
     let c = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(c.secrets.len(), 4);
-    assert_eq!(c.files.len(), 2);
+    assert_eq!(c.secrets.len(), 5);
+    assert_eq!(c.files.len(), 3);
 }

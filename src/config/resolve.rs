@@ -14,9 +14,9 @@ use url::Url;
 
 use super::raw::{Problem, RawAgent, RawAlias, RawAuth, RawConfig, RawSecret, RawTls};
 use super::{
-    AgentConfig, AuthConfig, AuthMethod, Config, DEFAULT_CONCURRENCY, DEFAULT_DEADLINE,
-    DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER, LogFormat, SecretKind, SecretSpec,
-    TlsConfig, VaultRef,
+    AgentConfig, AuthConfig, AuthMethod, Config, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_CONCURRENCY,
+    DEFAULT_DEADLINE, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER, LogFormat,
+    SecretKind, SecretSpec, TlsConfig, VaultRef,
 };
 
 /// Upper bound of `[agent] concurrency`. Key Vault throttles at 4000
@@ -158,6 +158,12 @@ fn agent(raw: &RawAgent, base_dir: &Path, p: &mut Problems) -> AgentConfig {
             &raw.hook_timeout,
             "agent.hook_timeout",
             DEFAULT_HOOK_TIMEOUT,
+            p,
+        ),
+        cert_expiry_warning: duration(
+            &raw.cert_expiry_warning,
+            "agent.cert_expiry_warning",
+            DEFAULT_CERT_EXPIRY_WARNING,
             p,
         ),
     }
@@ -480,13 +486,14 @@ fn secret(
     p: &mut Problems,
 ) -> Option<SecretSpec> {
     let raw = &entry.secret;
-    let (name, version, vault, kind) = match raw {
-        RawSecret::Name(n) => (Some(n), None, None, None),
+    let (name, version, vault, kind, include_root) = match raw {
+        RawSecret::Name(n) => (Some(n), None, None, None, None),
         RawSecret::Table(t) => (
             t.name.as_ref(),
             t.version.as_ref(),
             t.vault.as_ref(),
             t.kind.as_ref(),
+            t.include_root.as_ref(),
         ),
     };
     let name = match name {
@@ -505,6 +512,15 @@ fn secret(
     };
     let version = version.and_then(|v| object_version(v, &format!("{key}.version"), p));
     let kind = secret_kind(kind, key, p);
+    if let Some(v) = include_root
+        && kind != SecretKind::Certificate
+    {
+        p.at(
+            v,
+            format!("{key}.include_root"),
+            "include_root applies only to certificates: add type = \"certificate\", or remove it",
+        );
+    }
     let vault = match vault {
         Some(v) => vault_ref(v, &format!("{key}.vault"), auth, p),
         None if !default.declared => {
@@ -519,6 +535,7 @@ fn secret(
         version,
         vault: vault?,
         kind,
+        include_root: include_root.is_some_and(|v| *v.get_ref()),
     })
 }
 

@@ -19,6 +19,7 @@ pub mod nginx;
 pub mod postgres;
 pub mod tls_client;
 
+use std::io::Write as _;
 use std::process::Output;
 use std::time::Duration;
 
@@ -48,7 +49,11 @@ pub fn gate(name: &str, mut missing: Vec<String>) -> bool {
     if required() {
         panic!("{name}: {REQUIRED_ENV} is set but this machine lacks: {what}");
     }
-    eprintln!(
+    // Straight to the stderr handle, not eprintln!: the test harness
+    // captures (and hides) eprintln! output of passing tests, and a skip
+    // must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
         "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
          !!! SKIP {name}: end-to-end test NOT RUN; missing: {what}\n\
          !!! (set {REQUIRED_ENV}=1 to make this a failure; scripts/test.sh does)\n\
