@@ -496,3 +496,93 @@ verify = ""
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    tokio::time::timeout(SECS_60, s.read_to_string(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    buf
+}
+
+const SECS_60: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `kvsync run`: expiry warning + metric, then (config reloads by SIGHUP)
+/// a rejecting `verify` keeps the group, and a failing hook with
+/// `rollback = true` restores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_expiry_metric_verify_and_rollback() {
+    use nix::sys::signal::Signal;
+    let h = Harness::new().await;
+    let first = h
+        .emu
+        .issue_certificate(
+            "web",
+            CertOptions {
+                validity: std::time::Duration::from_secs(2 * 24 * 3600),
+                ..ec_pem()
+            },
+        )
+        .unwrap();
+    let port = free_port();
+    let agent_section =
+        format!("[agent]\ninterval = \"1h\"\njitter = \"0s\"\nlisten = \"127.0.0.1:{port}\"\n");
+    let config = h.write_config(&format!("{agent_section}{ROTATE}"));
+    let mut agent = h.spawn_agent(&config, &[]);
+    agent.wait_for("certificate expires soon", SECS_60).await;
+    agent.round().await;
+    assert_eq!(cert_serial(&h), first.serial);
+    let metrics = http_get(port, "/metrics").await;
+    let line = format!(
+        "kvsync_certificate_expiry_timestamp_seconds{{alias=\"web\"}} {}",
+        first.not_after
+    );
+    assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+
+    // Rotation with a verify that rejects: the group stays as it was.
+    h.emu.issue_certificate("web", ec_pem()).unwrap();
+    let before = stamp(&h.path("out/cert.pem"));
+    let bad = with_file_keys(ROTATE, r#"verify = "exit 5""#);
+    h.write_config(&format!("{agent_section}{bad}"));
+    agent.signal(Signal::SIGHUP);
+    agent.wait_for("verify rejected", SECS_60).await;
+    agent.round().await;
+    assert_eq!(stamp(&h.path("out/cert.pem")), before);
+    assert_eq!(cert_serial(&h), first.serial);
+
+    // A failing hook with rollback: the new files are put back.
+    let failing = ROTATE
+        .replace("echo ran >> hook.log", "exit 3")
+        .replace("format = \"key\"", "format = \"key\"\nrollback = true")
+        .replace(
+            "format = \"fullchain\"",
+            "format = \"fullchain\"\nrollback = true",
+        );
+    h.write_config(&format!("{agent_section}{failing}"));
+    agent.signal(Signal::SIGHUP);
+    agent.wait_for("previous file restored", SECS_60).await;
+    agent.round().await;
+    assert_eq!(cert_serial(&h), first.serial);
+    assert_eq!(read(&h.path("hook.log")), "ran\n");
+    let (code, log) = agent.terminate().await;
+    assert_eq!(code, Some(0), "{}", log.join("\n"));
+    let key = read(&h.path("out/key.pem"));
+    let key_line = key.lines().nth(2).unwrap();
+    assert!(!log.iter().any(|l| l.contains(key_line)));
+}

@@ -409,7 +409,6 @@ async fn nginx_rotation(first: (CertContentType, CertKey), second: (CertContentT
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "TEMPORARY: needs kvsync certificate secrets (wt/tls); remove when merged"]
 async fn nginx_serves_rotated_certificate_pfx_rsa_then_pem_ec() {
     if !e2e::gate(
         "nginx_serves_rotated_certificate_pfx_rsa_then_pem_ec",
@@ -425,7 +424,6 @@ async fn nginx_serves_rotated_certificate_pfx_rsa_then_pem_ec() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "TEMPORARY: needs kvsync certificate secrets (wt/tls); remove when merged"]
 async fn nginx_serves_rotated_certificate_pem_rsa_then_pfx_ec() {
     if !e2e::gate(
         "nginx_serves_rotated_certificate_pem_rsa_then_pfx_ec",
