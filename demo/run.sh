@@ -17,7 +17,7 @@ vault_port=48443
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "Building kvsync and kvsync-fake"
-cargo build --quiet --bin kvsync --bin kvsync-fake
+cargo build --quiet -p kvsync --bin kvsync && cargo build --quiet -p kvsync-fake --bin kvsync-fake
 bin="$root/target/debug"
 
 rm -rf "$out"

@@ -53,10 +53,18 @@ pub enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// After the offline checks, authenticate and fetch every secret
+        /// (values are never printed): report versions, expiry dates and,
+        /// per certificate, subject, SANs, thumbprint and notAfter
+        #[arg(long)]
+        online: bool,
     },
     /// Show the identity in use, token claims and instance metadata (never the token)
     Whoami {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
     },
 }

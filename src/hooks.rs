@@ -17,9 +17,9 @@
 //!   killed (a hook may legitimately start a daemon); kvsync stops reading
 //!   their output after [`PIPE_DRAIN_GRACE`].
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -68,9 +68,38 @@ pub fn changed_env(changed: &[PathBuf]) -> OsString {
     OsString::from_vec(out)
 }
 
+/// Names of the environment variables of a `verify` command.
+pub const CANDIDATE_ENV: &str = "KVSYNC_CANDIDATE";
+pub const DESTINATION_ENV: &str = "KVSYNC_DESTINATION";
+
 /// Run `command` with `KVSYNC_CHANGED` set to `changed` (newline-separated).
 pub async fn run(command: &str, changed: &[PathBuf], timeout: Duration) -> Result<(), HookError> {
-    let mut child = spawn(command, changed)?;
+    run_with_env(command, changed, &[], timeout).await
+}
+
+/// Run a file's `verify` command against its candidate: same contract as a
+/// hook, plus `KVSYNC_CANDIDATE` (the staged temp file, next to the
+/// destination) and `KVSYNC_DESTINATION`; `KVSYNC_CHANGED` is the destination.
+pub async fn verify(
+    command: &str,
+    candidate: &Path,
+    destination: &Path,
+    timeout: Duration,
+) -> Result<(), HookError> {
+    let env = [
+        (CANDIDATE_ENV, candidate.as_os_str()),
+        (DESTINATION_ENV, destination.as_os_str()),
+    ];
+    run_with_env(command, &[destination.to_path_buf()], &env, timeout).await
+}
+
+async fn run_with_env(
+    command: &str,
+    changed: &[PathBuf],
+    env: &[(&str, &OsStr)],
+    timeout: Duration,
+) -> Result<(), HookError> {
+    let mut child = spawn(command, changed, env)?;
     let pgid = child.id();
     let out = child.stdout.take().map(|s| {
         let command = command.to_string();
@@ -122,11 +151,16 @@ pub async fn run(command: &str, changed: &[PathBuf], timeout: Duration) -> Resul
 }
 
 /// `sh -c command` in its own process group, stdin null, output piped.
-fn spawn(command: &str, changed: &[PathBuf]) -> Result<tokio::process::Child, HookError> {
+fn spawn(
+    command: &str,
+    changed: &[PathBuf],
+    env: &[(&str, &OsStr)],
+) -> Result<tokio::process::Child, HookError> {
     tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
         .env(CHANGED_ENV, changed_env(changed))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -3,7 +3,9 @@
 //! * [`metadata_client`]: plain HTTP to HIMDS/IMDS on the host. Never uses a
 //!   proxy (PROTOCOL.md §2: "Never send through a proxy").
 //! * [`vault_client`]: HTTPS only (rustls, ring), trusting the OS store,
-//!   `SSL_CERT_FILE` and `[tls] ca_file`; honours `HTTPS_PROXY`/`NO_PROXY`.
+//!   `SSL_CERT_FILE` and `[tls] ca_file`; honours `HTTPS_PROXY`/`NO_PROXY`
+//!   (and `ALL_PROXY`, lower-case spellings too) taken from the injected
+//!   [`Env`], never from ambient globals (see [`proxy_from_env`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -31,6 +33,8 @@ pub enum HttpSetupError {
     CaFileEmpty { path: String },
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    #[error("proxy setup failed: {0}")]
+    Proxy(String),
     #[error("HTTP client setup failed: {0}")]
     Client(#[from] reqwest::Error),
 }
@@ -53,15 +57,53 @@ pub fn metadata_client() -> Result<reqwest::Client, HttpSetupError> {
         .build()?)
 }
 
-/// HTTPS client for Key Vault and Entra.
-pub fn vault_client(env: &Env, ca_file: Option<&Path>) -> Result<reqwest::Client, HttpSetupError> {
-    let tls = tls_config(env, ca_file)?;
+/// Connect timeout of the IMDS presence probe (PROTOCOL.md §2: "a short
+/// connect timeout (≤ 1 s)").
+pub const METADATA_PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Whole-request timeout of the IMDS presence probe: a connected IMDS
+/// answers a header-less request at once.
+pub const METADATA_PROBE_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Like [`metadata_client`], with the short timeouts of the IMDS presence
+/// probe. Never uses a proxy.
+pub fn metadata_probe_client() -> Result<reqwest::Client, HttpSetupError> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpSetupError::Tls(e.to_string()))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
-        .https_only(true)
-        .connect_timeout(REMOTE_CONNECT_TIMEOUT)
-        .timeout(REMOTE_REQUEST_TIMEOUT)
+        .no_proxy()
+        .connect_timeout(METADATA_PROBE_CONNECT_TIMEOUT)
+        .timeout(METADATA_PROBE_REQUEST_TIMEOUT)
         .build()?)
+}
+
+/// HTTPS client for Key Vault and Entra.
+pub fn vault_client(env: &Env, ca_file: Option<&Path>) -> Result<reqwest::Client, HttpSetupError> {
+    vault_client_with_timeout(env, ca_file, REMOTE_REQUEST_TIMEOUT)
+}
+
+/// The proxy for HTTPS requests described by `env`: `HTTPS_PROXY` (or
+/// `https_proxy`), else `ALL_PROXY` (or `all_proxy`), with the `NO_PROXY`
+/// (or `no_proxy`) exclusions. `None` when no proxy is set. Only the remote
+/// client uses it; metadata endpoints are always reached directly.
+pub fn proxy_from_env(env: &Env) -> Result<Option<reqwest::Proxy>, HttpSetupError> {
+    let pick = |names: &[&str]| names.iter().find_map(|n| env.var(n).map(str::to_owned));
+    let Some(url) = pick(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]) else {
+        return Ok(None);
+    };
+    let no_proxy =
+        pick(&["NO_PROXY", "no_proxy"]).and_then(|list| reqwest::NoProxy::from_string(&list));
+    // The proxy URL may carry credentials: never quote it in the error.
+    let proxy = reqwest::Proxy::https(url.as_str()).map_err(|_| {
+        HttpSetupError::Proxy(
+            "HTTPS_PROXY / ALL_PROXY is not a valid proxy URL such as http://proxy:3128".to_owned(),
+        )
+    })?;
+    Ok(Some(proxy.no_proxy(no_proxy)))
 }
 
 fn tls_config(env: &Env, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, HttpSetupError> {
@@ -115,12 +157,18 @@ pub fn vault_client_with_timeout(
     request_timeout: Duration,
 ) -> Result<reqwest::Client, HttpSetupError> {
     let tls = tls_config(env, ca_file)?;
-    Ok(reqwest::Client::builder()
+    // `no_proxy()` turns off reqwest's own reading of the process
+    // environment: the proxy comes from the injected `Env` only.
+    let mut builder = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .https_only(true)
+        .no_proxy()
         .connect_timeout(REMOTE_CONNECT_TIMEOUT.min(request_timeout))
-        .timeout(request_timeout)
-        .build()?)
+        .timeout(request_timeout);
+    if let Some(proxy) = proxy_from_env(env)? {
+        builder = builder.proxy(proxy);
+    }
+    Ok(builder.build()?)
 }
 
 /// A bounded exponential backoff schedule with jitter. Injected into the

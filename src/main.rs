@@ -20,23 +20,27 @@ fn main() -> ExitCode {
         LogFormatArg::Json => LogFormat::Json,
     });
     let code = match cli.command {
-        Command::Check { config } => {
-            commands::check::run(&commands::config_path(config.config.as_deref(), &env))
+        Command::Check { config, online } => {
+            let path = commands::config_path(config.config.as_deref(), &env);
+            let code = commands::check::run(&path);
+            if code != commands::EXIT_OK || !online {
+                code
+            } else {
+                with_runtime(|| async {
+                    match commands::start(&path, &env, cli_format) {
+                        Ok(engine) => commands::check::online(&engine).await,
+                        Err(code) => code,
+                    }
+                })
+            }
         }
         Command::Once { config, dry_run } => {
             let path = commands::config_path(config.config.as_deref(), &env);
             with_runtime(|| async {
-                let engine = match commands::engine(&path, &env) {
+                let engine = match commands::start(&path, &env, cli_format) {
                     Ok(engine) => engine,
-                    Err(e) => {
-                        eprintln!("kvsync: {e}");
-                        return e.exit_code();
-                    }
+                    Err(code) => return code,
                 };
-                let format = cli_format
-                    .or(engine.config().agent.log_format)
-                    .unwrap_or(LogFormat::Text);
-                kvsync::logging::init(format, &env);
                 commands::once::run(&engine, dry_run).await
             })
         }
@@ -50,23 +54,16 @@ fn main() -> ExitCode {
                         return EXIT_SYNC_FAILED;
                     }
                 };
-                let engine = match commands::engine(&path, &env) {
+                let engine = match commands::start(&path, &env, cli_format) {
                     Ok(engine) => engine,
-                    Err(e) => {
-                        eprintln!("kvsync: {e}");
-                        return e.exit_code();
-                    }
+                    Err(code) => return code,
                 };
-                let format = cli_format
-                    .or(engine.config().agent.log_format)
-                    .unwrap_or(LogFormat::Text);
-                kvsync::logging::init(format, &env);
                 kvsync::agent::run(&path, &env, engine, triggers).await
             })
         }
-        Command::Whoami { .. } => {
-            eprintln!("kvsync: this command is not available yet");
-            commands::EXIT_USAGE
+        Command::Whoami { config, json } => {
+            let path = commands::config_path(config.config.as_deref(), &env);
+            with_runtime(|| async { commands::whoami::run(&path, &env, json).await })
         }
     };
     commands::exit(code)

@@ -10,19 +10,33 @@
 
 pub mod changes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::config::{Config, SecretKind, SecretSpec};
+use crate::certs;
+use crate::config::{Config, SecretKind, SecretSpec, VaultRef};
 use crate::hooks::{self, HookError};
+use crate::identity::IdentityError;
 use crate::render::{self, RenderError, Renderer};
 use crate::secret::SecretBytes;
-use crate::vault::{SecretBundle, SecretListItem, VaultClient, VaultError};
+use crate::vault::{SecretBundle, VaultClient, VaultError};
 use crate::write::{self, Change, Target, WriteError};
+use url::Url;
+
+/// Seconds per day (for "days left" in expiry warnings).
+const SECS_PER_DAY: i64 = 24 * 3600;
+
+/// Seconds since the Unix epoch (0 before it).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
 
 /// What happened (or, in a dry run, would happen) to one file.
 #[derive(Clone, Debug)]
@@ -57,6 +71,9 @@ pub enum SyncError {
     Write(#[from] WriteError),
     #[error("{}", join_lines(.0))]
     Hooks(Vec<HookError>),
+    /// A file's `verify` command rejected its candidate; nothing replaced.
+    #[error("{}", join_lines(.0))]
+    Verify(Vec<String>),
     #[error("sync did not finish within the deadline of {}", humantime::format_duration(*.0))]
     Deadline(Duration),
 }
@@ -87,6 +104,9 @@ fn join_fetch_errors(errors: &[(String, VaultError)]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The name instance-metadata failures are reported under.
+pub const INSTANCE_ALIAS: &str = "instance metadata";
 
 /// Threads that stage (write + fsync) the files of a one-shot round.
 /// Concurrent fsyncs share the filesystem's journal commits; 8 gave most of
@@ -139,12 +159,16 @@ impl Engine {
 
     /// Fetch every declared secret; the context holds those that succeeded
     /// (and the certificates that could be normalised), the list the
-    /// failures, sorted by alias.
+    /// failures, sorted by alias. Instance metadata is fetched first, once,
+    /// when a template or a vault URL uses it (a failure is reported as
+    /// `instance metadata`; secrets whose vault needs it are then skipped).
     pub async fn fetch_each(&self) -> (render::Context, Vec<(String, VaultError)>) {
-        let specs: Vec<&SecretSpec> = self.config.secrets.values().collect();
-        let mut ctx = render::Context::default();
-        let mut errors = Vec::new();
-        for (spec, result) in self.get_many(specs).await {
+        let (instance, jobs, mut errors) = self.resolve_vaults().await;
+        let mut ctx = render::Context {
+            instance,
+            ..render::Context::default()
+        };
+        for ((spec, _), result) in self.get_many(jobs).await {
             match result {
                 Ok(bundle) => {
                     ctx.secrets.insert(spec.alias.clone(), bundle);
@@ -156,89 +180,79 @@ impl Engine {
         (ctx, errors)
     }
 
-    /// Like [`Engine::fetch_each`], for the agent's rounds: reuses the
-    /// bundles of earlier rounds and GETs only what the vault's list shows
-    /// as changed ([`changes`]); a secret absent from the list fails.
-    pub async fn fetch_changed(&self) -> (render::Context, Vec<(String, VaultError)>) {
-        let mut by_vault: BTreeMap<&str, Vec<&SecretSpec>> = BTreeMap::new();
-        for spec in self.config.secrets.values() {
-            by_vault.entry(spec.vault.as_str()).or_default().push(spec);
-        }
-        let mut ctx = render::Context::default();
+    /// Instance metadata (when used) and every secret's resolved vault URL;
+    /// failures are reported per alias (or as [`INSTANCE_ALIAS`]).
+    async fn resolve_vaults(&self) -> (Option<serde_json::Value>, Vec<Job<'_>>, FetchErrors) {
         let mut errors = Vec::new();
-        let mut to_get = Vec::new();
-        let mut reused = 0usize;
-        for specs in by_vault.into_values() {
-            let listed = self.list_for(&specs).await;
-            for spec in specs {
-                match self.changes.plan(spec, listed.as_ref()) {
-                    changes::Plan::Reuse(bundle) => {
-                        reused += 1;
-                        ctx.secrets.insert(spec.alias.clone(), bundle);
-                    }
-                    changes::Plan::Get => to_get.push(spec),
-                    changes::Plan::Gone(e) => errors.push((spec.alias.clone(), e)),
-                }
-            }
-        }
-        tracing::debug!(reused, fetching = to_get.len(), "change detection");
-        for (spec, result) in self.get_many(to_get).await {
-            match result {
-                Ok(bundle) => {
-                    self.changes.store(spec, &bundle);
-                    ctx.secrets.insert(spec.alias.clone(), bundle);
-                }
-                Err(e) => {
-                    self.changes.forget(&spec.alias);
-                    errors.push((spec.alias.clone(), e));
-                }
-            }
-        }
-        errors.sort_by(|a, b| a.0.cmp(&b.0));
-        (ctx, errors)
-    }
-
-    /// The list of the vault `specs` share, by lowercase name, when it is
-    /// worth listing this round and listing succeeds.
-    async fn list_for(&self, specs: &[&SecretSpec]) -> Option<HashMap<String, SecretListItem>> {
-        let vault = &specs.first()?.vault;
-        if !self.changes.should_list(vault, specs) {
-            return None;
-        }
-        match self.vault.list_secrets(vault).await {
-            Ok(items) => {
-                self.changes.listed(vault, items.len(), specs.len());
-                Some(
-                    items
-                        .into_iter()
-                        .map(|i| (i.name.to_ascii_lowercase(), i))
-                        .collect(),
-                )
-            }
+        let instance = match self.fetch_instance().await {
+            Ok(v) => v,
             Err(e) => {
-                self.changes.list_failed(vault, &e);
+                errors.push((INSTANCE_ALIAS.to_owned(), VaultError::Identity(e)));
                 None
             }
+        };
+        let audience = self.config.auth.audience.as_deref();
+        let mut jobs = Vec::new();
+        for spec in self.config.secrets.values() {
+            match spec.vault.resolve(instance.as_ref(), audience) {
+                Ok(url) => jobs.push((spec, url)),
+                Err(_) if instance.is_none() && !errors.is_empty() => {}
+                Err(e) => errors.push((
+                    spec.alias.clone(),
+                    VaultError::Identity(IdentityError::Other(format!(
+                        "cannot resolve the vault URL: {e}"
+                    ))),
+                )),
+            }
         }
+        (instance, jobs, errors)
     }
 
-    /// GET `specs`, at most `[agent] concurrency` at once.
+    /// GET every job, at most `[agent] concurrency` at once.
     async fn get_many<'a>(
         &self,
-        specs: Vec<&'a SecretSpec>,
-    ) -> Vec<(&'a SecretSpec, Result<SecretBundle, VaultError>)> {
+        jobs: Vec<Job<'a>>,
+    ) -> Vec<(Job<'a>, Result<SecretBundle, VaultError>)> {
         let concurrency = self.config.agent.concurrency.max(1);
-        futures::stream::iter(specs)
-            .map(|spec| async move {
+        futures::stream::iter(jobs)
+            .map(|(spec, url)| async move {
                 let got = self
                     .vault
-                    .get_secret(&spec.vault, &spec.name, spec.version.as_deref())
+                    .get_secret(&url, &spec.name, spec.version.as_deref())
                     .await;
-                (spec, got)
+                ((spec, url), got)
             })
             .buffer_unordered(concurrency)
             .collect()
             .await
+    }
+
+    /// Whether this config needs instance metadata: a template refers to
+    /// `instance`, or a vault URL is a template.
+    pub fn uses_instance(&self) -> bool {
+        self.renderer.uses_instance()
+            || self
+                .config
+                .vault
+                .as_ref()
+                .is_some_and(VaultRef::is_template)
+            || self.config.secrets.values().any(|s| s.vault.is_template())
+    }
+
+    /// The instance metadata `compute` object, fetched (at most once per
+    /// round) only when [`Engine::uses_instance`].
+    pub async fn fetch_instance(&self) -> Result<Option<serde_json::Value>, IdentityError> {
+        if !self.uses_instance() {
+            return Ok(None);
+        }
+        let source = self.vault.tokens().source().clone();
+        match source.instance_metadata().await? {
+            Some(v) => Ok(Some(v)),
+            None => Err(IdentityError::Other(format!(
+                "instance metadata is not available from the {} identity source; templates and vault URLs using `instance` need Azure Arc or Azure IMDS",
+                source.info().kind
+            ))),
+        }
     }
 
     /// Normalise the secrets of `type = "certificate"` entries into
@@ -252,13 +266,53 @@ impl Engine {
             let Some(bundle) = ctx.secrets.get(&spec.alias) else {
                 continue;
             };
-            let _ = bundle;
-            errors.push(SyncError::Certificate {
-                alias: spec.alias.clone(),
-                message: "certificate objects are not supported yet".to_owned(),
-            });
+            // The leaf is the certificate the secret's key belongs to: only
+            // the secret is read (Key Vault Secrets User suffices).
+            match certs::from_secret(
+                &bundle.value,
+                bundle.content_type.as_deref(),
+                None,
+                spec.include_root,
+            ) {
+                Ok(material) => {
+                    ctx.certs.insert(spec.alias.clone(), material);
+                }
+                Err(e) => errors.push(SyncError::Certificate {
+                    alias: spec.alias.clone(),
+                    message: format!(
+                        "Key Vault certificate '{}' (version {}): {e}",
+                        spec.name, bundle.version
+                    ),
+                }),
+            }
         }
         errors
+    }
+
+    /// Log a warning for every delivered certificate that expires within
+    /// `[agent] cert_expiry_warning` (or has expired); returns them as
+    /// (alias, notAfter as Unix seconds).
+    pub fn warn_expiring(&self, ctx: &render::Context) -> Vec<(String, i64)> {
+        let window =
+            i64::try_from(self.config.agent.cert_expiry_warning.as_secs()).unwrap_or(i64::MAX);
+        let now = unix_now();
+        let mut out = Vec::new();
+        for (alias, c) in &ctx.certs {
+            let left = c.not_after_unix.saturating_sub(now);
+            if left <= window {
+                let days = left.div_euclid(SECS_PER_DAY);
+                tracing::warn!(
+                    alias = %alias,
+                    subject = %c.subject,
+                    thumbprint = %c.thumbprint,
+                    not_after = %c.not_after,
+                    days_left = days,
+                    "certificate expires soon: renew it in Key Vault"
+                );
+            }
+            out.push((alias.clone(), c.not_after_unix));
+        }
+        out
     }
 
     /// Render file number `index`.
@@ -313,6 +367,7 @@ impl Engine {
             if let Some(first) = cert_errors.into_iter().next() {
                 return Err(first);
             }
+            self.warn_expiring(&ctx);
             self.render_all(&ctx)
         })
         .await
@@ -320,9 +375,34 @@ impl Engine {
         if options.dry_run {
             return self.plan(&rendered);
         }
-        let files = self.write_all(&rendered)?;
-        let hooks_run = self.run_hooks(&files).await?;
+        let staged = self.stage_all(&rendered)?;
+        self.verify_all(&staged).await?;
+        let (files, mut backups) = self.commit_all(staged)?;
+        let hooks_run = self.run_hooks(&files, &mut backups).await?;
         Ok(RoundReport { files, hooks_run })
+    }
+
+    /// Run the `verify` command of every changed file against its candidate
+    /// (all of them, so every rejection is reported); any failure leaves
+    /// every live file as it is.
+    async fn verify_all(&self, staged: &[StagedFile]) -> Result<(), SyncError> {
+        let mut errors = Vec::new();
+        for (index, path, candidate) in staged {
+            let (Some(command), Some(candidate)) = (&self.config.files[*index].verify, candidate)
+            else {
+                continue;
+            };
+            if let Err(e) =
+                verify_one(command, candidate, path, self.config.agent.hook_timeout).await
+            {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SyncError::Verify(errors))
+        }
     }
 
     /// Where and how file number `index` is written.
@@ -354,61 +434,22 @@ impl Engine {
         })
     }
 
-    /// Stage every changed file first (temp files next to their
-    /// destinations, written and fsynced by up to [`STAGE_THREADS`]
-    /// threads), then commit them all and fsync each directory once: a
-    /// failure while staging leaves every destination untouched.
-    fn write_all(&self, rendered: &[SecretBytes]) -> Result<Vec<FileOutcome>, SyncError> {
-        let staged = self.stage_all(rendered)?;
-        let mut files = Vec::with_capacity(staged.len());
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        let mut failed = None;
-        for (path, candidate) in staged {
-            let change = match candidate.map(write::Staged::commit_without_dir_sync) {
-                Some(Ok(change)) => change,
-                Some(Err(e)) => {
-                    failed = Some(e);
-                    break;
-                }
-                None => Change::Unchanged,
-            };
-            // One committed file per directory, to fsync its parent once.
-            if change.is_change() && !dirs.iter().any(|d| d.parent() == path.parent()) {
-                dirs.push(path.clone());
-            }
-            match change {
-                Change::Unchanged => tracing::debug!(path = %path.display(), "unchanged"),
-                other => tracing::info!(path = %path.display(), change = ?other, "file written"),
-            }
-            files.push(FileOutcome { path, change });
-        }
-        // Renames already done are made durable even if a later one failed.
-        for file in &dirs {
-            write::sync_parent_dir(file)?;
-        }
-        match failed {
-            Some(e) => Err(e.into()),
-            None => Ok(files),
-        }
-    }
-
-    /// [`write::stage`] every file, in order, spread over threads: each
-    /// stage is an `fsync`, and concurrent ones share journal commits.
-    fn stage_all(
-        &self,
-        rendered: &[SecretBytes],
-    ) -> Result<Vec<(PathBuf, Option<write::Staged>)>, SyncError> {
+    /// Stage every changed file (temp files next to their destinations),
+    /// in order, spread over [`STAGE_THREADS`] threads (each stage is an
+    /// `fsync`; concurrent ones share journal commits): a failure while
+    /// staging leaves every destination untouched.
+    fn stage_all(&self, rendered: &[SecretBytes]) -> Result<Vec<StagedFile>, SyncError> {
         let chunk = rendered.len().div_ceil(STAGE_THREADS).max(1);
         let stage_chunk = |start: usize, part: &[SecretBytes]| {
             part.iter()
                 .enumerate()
                 .map(|(i, bytes)| {
                     let target = self.target(start + i);
-                    write::stage(&target, bytes.expose()).map(|s| (target.path, s))
+                    write::stage(&target, bytes.expose()).map(|s| (start + i, target.path, s))
                 })
                 .collect::<Result<Vec<_>, WriteError>>()
         };
-        let parts: Vec<Result<Vec<_>, WriteError>> = std::thread::scope(|scope| {
+        let parts: Vec<Result<Vec<StagedFile>, WriteError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = rendered
                 .chunks(chunk)
                 .enumerate()
@@ -434,9 +475,54 @@ impl Engine {
         Ok(staged)
     }
 
+    /// Commit every staged file, then fsync each directory once (not once
+    /// per file); files of a `rollback = true` group keep a backup of what
+    /// they replaced.
+    fn commit_all(
+        &self,
+        staged: Vec<StagedFile>,
+    ) -> Result<(Vec<FileOutcome>, Backups), SyncError> {
+        let mut files = Vec::with_capacity(staged.len());
+        let mut backups = Backups::new();
+        let mut unsynced: Vec<PathBuf> = Vec::new();
+        for (index, path, candidate) in staged {
+            let change = match candidate {
+                Some(candidate) if self.config.files[index].rollback => {
+                    let (change, backup) = candidate.commit_with_backup()?;
+                    backups.insert(path.clone(), (backup, self.config.files[index].dir_mode));
+                    change
+                }
+                Some(candidate) => match candidate.commit_without_dir_sync() {
+                    Ok(change) => {
+                        if !unsynced.iter().any(|p| p.parent() == path.parent()) {
+                            unsynced.push(path.clone());
+                        }
+                        change
+                    }
+                    Err(e) => {
+                        sync_dirs(&unsynced)?;
+                        return Err(e.into());
+                    }
+                },
+                None => Change::Unchanged,
+            };
+            match change {
+                Change::Unchanged => tracing::debug!(path = %path.display(), "unchanged"),
+                other => tracing::info!(path = %path.display(), change = ?other, "file written"),
+            }
+            files.push(FileOutcome { path, change });
+        }
+        sync_dirs(&unsynced)?;
+        Ok((files, backups))
+    }
+
     /// Run each distinct `on_change` command once, in config order, with the
     /// files of this round that changed and name it.
-    async fn run_hooks(&self, files: &[FileOutcome]) -> Result<Vec<String>, SyncError> {
+    async fn run_hooks(
+        &self,
+        files: &[FileOutcome],
+        backups: &mut Backups,
+    ) -> Result<Vec<String>, SyncError> {
         let groups = hook_groups(&self.config, files);
         let mut ran = Vec::new();
         let mut errors = Vec::new();
@@ -447,6 +533,7 @@ impl Engine {
                 Err(e) => {
                     tracing::error!(error = %e, "on_change hook failed");
                     errors.push(e);
+                    roll_back(&command, &changed, backups);
                 }
             }
         }
@@ -454,6 +541,66 @@ impl Engine {
             Ok(ran)
         } else {
             Err(SyncError::Hooks(errors))
+        }
+    }
+}
+
+/// `fsync` the directory of each path (one path per directory).
+fn sync_dirs(paths: &[PathBuf]) -> Result<(), WriteError> {
+    paths.iter().try_for_each(|p| write::sync_parent_dir(p))
+}
+
+/// A secret to GET and the vault URL it resolved to this round.
+type Job<'a> = (&'a SecretSpec, Url);
+/// Failures of a fetch, by alias.
+type FetchErrors = Vec<(String, VaultError)>;
+
+/// A staged file: its index in the config, its destination, and the
+/// candidate (`None` when unchanged).
+type StagedFile = (usize, PathBuf, Option<write::Staged>);
+
+/// What `rollback = true` files replaced this round: destination →
+/// (backup, dir_mode).
+pub type Backups = BTreeMap<PathBuf, (write::Backup, u32)>;
+
+/// Runs one file's `verify`; the error names the file and the command.
+pub async fn verify_one(
+    command: &str,
+    candidate: &write::Staged,
+    destination: &std::path::Path,
+    timeout: Duration,
+) -> Result<(), String> {
+    tracing::info!(path = %destination.display(), verify = %command, "verifying candidate");
+    hooks::verify(command, candidate.candidate_path(), destination, timeout)
+        .await
+        .map_err(|e| {
+            tracing::error!(path = %destination.display(), error = %e, "verify rejected the new file; the live file is kept");
+            format!(
+                "{}: verify rejected the new contents; the live file is unchanged: {e}",
+                destination.display()
+            )
+        })
+}
+
+/// After hook `command` failed: put back the files of its group that have a
+/// backup (`rollback = true`), logging each restore.
+pub fn roll_back(command: &str, changed: &[PathBuf], backups: &mut Backups) {
+    for path in changed {
+        let Some((backup, dir_mode)) = backups.remove(path) else {
+            continue;
+        };
+        match backup.restore(dir_mode) {
+            Ok(_) => tracing::warn!(
+                path = %path.display(),
+                hook = %command,
+                "on_change hook failed: previous file restored (rollback)"
+            ),
+            Err(e) => tracing::error!(
+                path = %path.display(),
+                hook = %command,
+                error = %e,
+                "on_change hook failed and the previous file could not be restored"
+            ),
         }
     }
 }

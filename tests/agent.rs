@@ -399,6 +399,8 @@ async fn healthz_metrics_and_sd_notify() {
         "kvsync_files_written_total",
         "kvsync_hooks_run_total",
         "kvsync_file_last_success_timestamp_seconds",
+        "kvsync_token_expiry_timestamp_seconds",
+        "kvsync_failures_total{kind=\"vault\"} 0",
     ] {
         assert!(body.contains(metric), "{metric} missing:\n{body}");
     }
@@ -435,5 +437,47 @@ async fn healthz_is_503_with_the_reason_when_rounds_fail() {
         body.contains("plain"),
         "the reason names the secret: {body}"
     );
+    agent.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_hook_is_retried_next_round_without_rewriting() {
+    let h = Harness::new().await;
+    seed(&h);
+    let mark = h.path("failed-once");
+    let log = h.path("hook.log");
+    let config = h.write_config(&format!(
+        r#"
+[agent]
+interval = "1h"
+jitter = "0s"
+
+[secrets]
+plain = "plain"
+
+[[file]]
+path = "{out}/plain.txt"
+contents = "{{{{ secrets.plain }}}}"
+on_change = "test -f {mark} || {{ touch {mark}; echo first-attempt-fails >&2; exit 1; }}; echo run >> {log}"
+"#,
+        out = h.path("out").display(),
+        mark = mark.display(),
+        log = log.display(),
+    ));
+    let mut agent = h.spawn_agent(&config, &[]);
+    let first = agent.round().await;
+    assert!(
+        first.contains("ok=false") && first.contains("files_written=1"),
+        "{first}"
+    );
+    // Retried with backoff (≈1 s), not after the 1 h interval, and without
+    // rewriting the file.
+    let second = agent.round().await;
+    assert!(
+        second.contains("ok=true") && second.contains("files_written=0"),
+        "{second}"
+    );
+    assert!(second.contains("hooks_run=1"), "{second}");
+    assert_eq!(read(&log), "run\n");
     agent.terminate().await;
 }

@@ -688,7 +688,8 @@ auth:           method arc, audience https://vault.azure.net
   imds_endpoint: http://127.0.0.1:48342/
   insecure_test_arc_token_dir (TEST ONLY): /repo/demo/out/tokens
 tls ca_file:    /repo/demo/out/ca.pem
-secrets (1):
+secrets (2):
+  api_key = secret api-key (latest) in https://localhost:48443/
   db_password = secret psql-password (latest) in https://localhost:48443/
 files (2):
   /repo/demo/out/files/pgpass <- template /repo/templates/pgpass.tera
@@ -723,6 +724,6 @@ fn config_reference_examples_parse() {
     }
     assert!(blocks >= 2, "expected TOML examples in docs/CONFIG.md");
     let c = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(c.secrets.len(), 4);
-    assert_eq!(c.files.len(), 2);
+    assert_eq!(c.secrets.len(), 5);
+    assert_eq!(c.files.len(), 3);
 }

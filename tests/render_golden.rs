@@ -54,7 +54,7 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
     Config {
         source: PathBuf::from("/etc/kvsync/kvsync.toml"),
         base_dir: PathBuf::from("/etc/kvsync"),
-        vault: Some(vault.clone()),
+        vault: Some(vault.clone().into()),
         agent: AgentConfig {
             interval: Duration::from_secs(600),
             jitter: Duration::from_secs(30),
@@ -64,6 +64,7 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
             deadline: Duration::from_secs(120),
             concurrency: 8,
             hook_timeout: Duration::from_secs(30),
+            cert_expiry_warning: kvsync::config::DEFAULT_CERT_EXPIRY_WARNING,
         },
         auth: AuthConfig {
             method: AuthMethod::Auto,
@@ -84,8 +85,9 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
                     alias: alias.to_string(),
                     name: format!("kv-{alias}"),
                     version: None,
-                    vault: vault.clone(),
+                    vault: vault.clone().into(),
                     kind: *kind,
+                    include_root: false,
                 };
                 (alias.to_string(), spec)
             })
@@ -103,6 +105,10 @@ fn file(dest: &str, source: FileSource) -> FileSpec {
         group: None,
         dir_mode: 0o755,
         on_change: None,
+        pfx_password: None,
+        pfx_legacy: false,
+        verify: None,
+        rollback: false,
     }
 }
 

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::faults::{Fault, Service};
+use crate::issuer::{CertContentType, CertKey, CertOptions, DEFAULT_VALIDITY};
 use crate::state::{Counters, Shared, lock};
 use crate::store::SecretOptions;
 
@@ -32,6 +33,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
             put(put_secret).delete(delete_secret),
         )
         .route("/admin/secrets/{name}/{version}/enabled", put(set_enabled))
+        .route("/admin/certificates/{name}", post(issue_certificate))
+        .route(
+            "/admin/certificates/{name}/exportable",
+            put(set_cert_exportable),
+        )
+        .route("/admin/certificates-ca", get(cert_root))
         .route("/admin/counters", get(counters))
         .route("/admin/counters/reset", post(reset_counters))
         .route("/admin/faults", post(push_fault).delete(clear_faults))
@@ -213,4 +220,101 @@ async fn set_latency(
 async fn invalidate_tokens(State(shared): State<Arc<Shared>>) -> StatusCode {
     lock(&shared.tokens).invalidate_all();
     StatusCode::NO_CONTENT
+}
+
+/// JSON body of `POST /admin/certificates/{name}` (every field optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CertBody {
+    /// `pkcs12` (default) or `pem`, or the MIME types.
+    content_type: Option<String>,
+    /// `rsa2048` (default) or `ec-p256`.
+    key: Option<String>,
+    subject: Option<String>,
+    sans: Option<Vec<String>>,
+    /// humantime, e.g. `90d`; default 365 days.
+    validity: Option<String>,
+    pem_order_scrambled: bool,
+    exportable: Option<bool>,
+}
+
+fn cert_options(b: CertBody) -> Result<CertOptions, String> {
+    let content_type = match b.content_type.as_deref() {
+        None | Some("pkcs12") | Some("pfx") | Some("application/x-pkcs12") => {
+            CertContentType::Pkcs12
+        }
+        Some("pem") | Some("application/x-pem-file") => CertContentType::Pem,
+        Some(other) => return Err(format!("content_type {other:?}: use pkcs12 or pem")),
+    };
+    let key = match b.key.as_deref() {
+        None | Some("rsa2048") | Some("rsa") => CertKey::Rsa2048,
+        Some("ec-p256") | Some("ec") => CertKey::EcP256,
+        Some(other) => return Err(format!("key {other:?}: use rsa2048 or ec-p256")),
+    };
+    let validity = match b.validity.as_deref() {
+        None => DEFAULT_VALIDITY,
+        Some(v) => humantime::parse_duration(v).map_err(|e| format!("validity {v:?}: {e}"))?,
+    };
+    Ok(CertOptions {
+        content_type,
+        key,
+        subject_cn: b.subject,
+        sans: b.sans,
+        validity,
+        pem_order_scrambled: b.pem_order_scrambled,
+        exportable: b.exportable.unwrap_or(true),
+    })
+}
+
+/// Issues (or rotates) a certificate; answers its public facts (no key).
+async fn issue_certificate(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Option<axum::Json<CertBody>>,
+) -> Response {
+    if name.is_empty()
+        || name.len() > 127
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return bad_request("certificate names are 1-127 characters of 0-9, a-z, A-Z and '-'");
+    }
+    let opts = match cert_options(body.map(|b| b.0).unwrap_or_default()) {
+        Ok(o) => o,
+        Err(e) => return bad_request(e),
+    };
+    // RSA key generation runs the openssl binary: keep it off the runtime.
+    let issued =
+        tokio::task::spawn_blocking(move || crate::certificates::issue(&shared, &name, &opts))
+            .await;
+    match issued {
+        Ok(Ok(cert)) => axum::Json(cert).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({ "error": format!("{e:#}") })),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn set_cert_exportable(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: String,
+) -> Response {
+    let exportable = match body.trim() {
+        "true" => true,
+        "false" => false,
+        _ => return bad_request("body must be true or false"),
+    };
+    if crate::certificates::set_exportable(&shared, &name, exportable) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}
+
+/// The issuing root CA of certificate objects, PEM.
+async fn cert_root(State(shared): State<Arc<Shared>>) -> String {
+    shared.issuing_ca.root_pem()
 }

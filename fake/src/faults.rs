@@ -25,8 +25,12 @@ use crate::state::Shared;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Service {
-    /// Arc HIMDS (and, later, IMDS / Entra token endpoints): the plain-HTTP port.
+    /// Arc HIMDS: the plain-HTTP port.
     Himds,
+    /// Azure VM IMDS: its own plain-HTTP port.
+    Imds,
+    /// Entra ID token endpoint (workload identity): its own HTTPS port.
+    Login,
     /// Key Vault data plane: the HTTPS port.
     #[default]
     #[serde(alias = "kv", alias = "vault")]
@@ -190,7 +194,7 @@ fn fault_response(service: Service, fault: &Fault) -> Response {
                 inner.as_deref(),
             )
         }
-        Service::Himds => {
+        Service::Himds | Service::Imds | Service::Login => {
             let code = fault
                 .code
                 .clone()

@@ -56,6 +56,16 @@
 //!   [`Emulator::invalidate_tokens`], [`Emulator::set_instance`],
 //!   [`Emulator::clear_faults`], [`Emulator::pending_faults`],
 //!   [`Emulator::identity`], [`Emulator::outstanding_challenges`].
+//! * Azure VM IMDS on its own port ([`Emulator::imds_base`]):
+//!   [`Emulator::add_user_assigned`], [`Emulator::set_imds_system_assigned`],
+//!   [`Emulator::set_imds_down`]; faults with `Service::Imds`.
+//! * Entra token endpoint for workload identity on its own HTTPS port
+//!   ([`Emulator::login_url`], same CA): [`Emulator::set_workload_app`]
+//!   (tenant, client id, the accepted assertion); faults with
+//!   `Service::Login`.
+//! * Certificates (PROTOCOL.md §6): [`Emulator::issue_certificate`],
+//!   [`Emulator::set_certificate_exportable`], [`Emulator::cert_root_pem`],
+//!   [`Emulator::cert_intermediate_pem`]; `GET /certificates/{name}[/{v}]`.
 //! * Protocol quirks for client robustness tests:
 //!   [`Emulator::set_himds_selector_echo`],
 //!   [`Emulator::set_vault_api_versions`],
@@ -70,8 +80,12 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
+mod certificates;
+mod entra;
 mod faults;
 mod himds;
+mod imds;
+mod issuer;
 mod server;
 mod state;
 mod store;
@@ -87,7 +101,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+pub use certificates::IssuedCertificate;
+pub use entra::WorkloadApp;
 pub use faults::{Fault, HANG_DELAY, Service};
+pub use imds::UserAssigned;
+pub use issuer::{CertContentType, CertKey, CertOptions, DEFAULT_SANS, DEFAULT_VALIDITY};
 pub use state::Counters;
 pub use store::SecretOptions;
 pub use tokens::{DEFAULT_TOKEN_LIFETIME, Identity};
@@ -138,8 +156,11 @@ pub struct Emulator {
     shared: Arc<Shared>,
     himds: Server,
     vault: Server,
+    imds: Server,
+    login: Server,
     ca_pem: String,
     ca_file: PathBuf,
+    cert_root_file: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -178,10 +199,15 @@ impl Emulator {
         let vault_addr = vault_listener.local_addr()?;
         drop(vault_listener);
         let vault_base = format!("https://localhost:{}", vault_addr.port());
+        let issuing_ca = issuer::IssuingCa::generate()?;
+        let cert_root_file = dir.join("issuing-ca.pem");
+        write_public(&cert_root_file, issuing_ca.root_pem().as_bytes())
+            .with_context(|| format!("writing {}", cert_root_file.display()))?;
         let shared = Arc::new(Shared::new(
             token_dir,
             vault_base,
             opts.vault_audience.clone(),
+            issuing_ca,
         ));
         {
             let mut t = lock(&shared.tokens);
@@ -203,12 +229,23 @@ impl Emulator {
         )
         .await
         .with_context(|| format!("binding the HIMDS port {}", opts.himds_port))?;
+        let any_port = SocketAddr::new(LOOPBACK, 0);
+        let imds = Server::bind(any_port, imds::router(shared.clone()), None)
+            .await
+            .context("binding the IMDS port")?;
+        let login_tls = tokio_rustls::TlsAcceptor::from(pki.server_config()?);
+        let login = Server::bind(any_port, entra::router(shared.clone()), Some(login_tls))
+            .await
+            .context("binding the login port")?;
         Ok(Self {
             shared,
             himds,
             vault,
+            imds,
+            login,
             ca_pem: pki.ca_pem().to_owned(),
             ca_file,
+            cert_root_file,
             _temp: temp,
         })
     }
@@ -225,6 +262,55 @@ impl Emulator {
 
     pub fn himds_addr(&self) -> SocketAddr {
         self.himds.local_addr()
+    }
+
+    /// `http://127.0.0.1:R`: the Azure VM IMDS base (`[auth] imds_endpoint`).
+    pub fn imds_base(&self) -> String {
+        format!("http://{}", self.imds.local_addr())
+    }
+
+    pub fn imds_addr(&self) -> SocketAddr {
+        self.imds.local_addr()
+    }
+
+    /// `true`: stop listening on the IMDS port (connections refused);
+    /// `false`: listen again on the same port.
+    pub async fn set_imds_down(&self, down: bool) -> std::io::Result<()> {
+        if down {
+            self.imds.stop().await;
+            Ok(())
+        } else {
+            self.imds.start().await
+        }
+    }
+
+    /// Whether the fake VM has a system-assigned identity (default true).
+    pub fn set_imds_system_assigned(&self, on: bool) {
+        lock(&self.shared.settings).imds_system_assigned = on;
+    }
+
+    /// Assign a user-assigned identity to the fake VM (IMDS selectors).
+    pub fn add_user_assigned(&self, identity: UserAssigned) {
+        lock(&self.shared.settings).user_assigned.push(identity);
+    }
+
+    /// `https://localhost:S/`: the Entra authority host for workload
+    /// identity (`AZURE_AUTHORITY_HOST`); same test CA as the vault.
+    pub fn login_url(&self) -> String {
+        format!("https://localhost:{}/", self.login.local_addr().port())
+    }
+
+    pub fn login_addr(&self) -> SocketAddr {
+        self.login.local_addr()
+    }
+
+    /// The workload-identity application and the assertion Entra accepts.
+    pub fn set_workload_app(&self, app: WorkloadApp) {
+        lock(&self.shared.settings).workload = app;
+    }
+
+    pub fn workload_app(&self) -> WorkloadApp {
+        lock(&self.shared.settings).workload.clone()
     }
 
     /// `https://localhost:Q` (certificate SANs: localhost, 127.0.0.1).
@@ -268,6 +354,43 @@ impl Emulator {
     /// Removes a secret and all its versions (GET then answers 404).
     pub fn delete_secret(&self, name: &str) -> bool {
         lock(&self.shared.store).delete(name)
+    }
+
+    /// Issues a new version of certificate `name` (creating it if needed):
+    /// a leaf signed by the issuing intermediate CA (itself signed by the
+    /// issuing root, [`Emulator::cert_root_pem`]), stored as a certificate
+    /// object plus its backing secret (same name and version, `kid`,
+    /// `managed`, the options' content type). Issuing again is a rotation:
+    /// new key, serial and `x5t`. RSA keys need the `openssl` binary.
+    pub fn issue_certificate(
+        &self,
+        name: &str,
+        opts: CertOptions,
+    ) -> anyhow::Result<IssuedCertificate> {
+        certificates::issue(&self.shared, name, &opts)
+    }
+
+    /// `false`: the current version's secret is rewritten without the
+    /// private key and the policy says `exportable: false` (as a
+    /// non-exportable / HSM key). Returns false if there is no such
+    /// certificate.
+    pub fn set_certificate_exportable(&self, name: &str, exportable: bool) -> bool {
+        certificates::set_exportable(&self.shared, name, exportable)
+    }
+
+    /// The root CA of issued certificates (not the HTTPS server's), PEM.
+    pub fn cert_root_pem(&self) -> String {
+        self.shared.issuing_ca.root_pem()
+    }
+
+    /// The same, written to `<state dir>/issuing-ca.pem`.
+    pub fn cert_root_file(&self) -> &Path {
+        &self.cert_root_file
+    }
+
+    /// The intermediate CA that signs issued leaves, PEM.
+    pub fn cert_intermediate_pem(&self) -> String {
+        self.shared.issuing_ca.intermediate_pem()
     }
 
     pub fn push_fault(&self, fault: Fault) {
@@ -387,6 +510,8 @@ impl Emulator {
     pub async fn shutdown(self) {
         self.himds.stop().await;
         self.vault.stop().await;
+        self.imds.stop().await;
+        self.login.stop().await;
     }
 }
 

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::certificates::CertStore;
 use crate::faults::{Fault, FaultQueue, Service};
+use crate::issuer::IssuingCa;
 use crate::store::Store;
 use crate::tokens::TokenIssuer;
 
@@ -28,6 +30,10 @@ pub struct Counters {
     /// 401 challenges sent (each created a `.key` file, or named the
     /// `set_challenge_path` file).
     pub himds_challenges: u64,
+    /// Every request to the IMDS port.
+    pub imds_requests: u64,
+    /// Every request to the Entra (login) port.
+    pub login_requests: u64,
     /// Access tokens issued (all token endpoints).
     pub tokens_issued: u64,
     /// Every request to the Key Vault port.
@@ -40,6 +46,9 @@ pub struct Counters {
     pub kv_lists: u64,
     /// Key Vault 401 answers (missing, unknown, expired or wrong-audience token).
     pub kv_unauthorized: u64,
+    /// Authorized certificate GETs (`/certificates/{name}[/{version}]`).
+    #[serde(default)]
+    pub kv_cert_gets: u64,
     pub by_path: BTreeMap<String, u64>,
 }
 
@@ -63,11 +72,21 @@ pub struct Settings {
     /// Every list starts with an empty page whose `nextLink` is not null
     /// (PROTOCOL.md §5: "a page may be empty while nextLink is not null").
     pub empty_first_list_page: bool,
+    /// IMDS: the VM has a system-assigned identity (default true).
+    pub imds_system_assigned: bool,
+    /// IMDS: user-assigned identities assigned to the VM.
+    pub user_assigned: Vec<crate::imds::UserAssigned>,
+    /// Entra: the workload-identity app and the assertion it accepts.
+    pub workload: crate::entra::WorkloadApp,
 }
 
 pub struct Shared {
     pub settings: Mutex<Settings>,
     pub store: Mutex<Store>,
+    /// Certificate objects; lock after `store` when holding both.
+    pub certs: Mutex<CertStore>,
+    /// The CA that signs certificate objects.
+    pub issuing_ca: IssuingCa,
     pub tokens: Mutex<TokenIssuer>,
     /// Arrival time and path of every request (both services), for tests
     /// that check request spacing (e.g. `Retry-After`).
@@ -107,7 +126,12 @@ pub fn unix_now() -> u64 {
 }
 
 impl Shared {
-    pub fn new(token_dir: PathBuf, vault_base: String, vault_audience: String) -> Self {
+    pub fn new(
+        token_dir: PathBuf,
+        vault_base: String,
+        vault_audience: String,
+        issuing_ca: IssuingCa,
+    ) -> Self {
         Self {
             settings: Mutex::new(Settings {
                 latency_himds: Duration::ZERO,
@@ -117,8 +141,13 @@ impl Shared {
                 echo_selector: false,
                 vault_api_versions: None,
                 empty_first_list_page: false,
+                imds_system_assigned: true,
+                user_assigned: Vec::new(),
+                workload: crate::entra::WorkloadApp::default(),
             }),
             store: Mutex::new(Store::default()),
+            certs: Mutex::new(CertStore::default()),
+            issuing_ca,
             tokens: Mutex::new(TokenIssuer::default()),
             request_log: Mutex::new(Vec::new()),
             faults: Mutex::new(FaultQueue::default()),
@@ -135,6 +164,8 @@ impl Shared {
         let mut c = lock(&self.counters);
         match service {
             Service::Himds => c.himds_requests += 1,
+            Service::Imds => c.imds_requests += 1,
+            Service::Login => c.login_requests += 1,
             Service::KeyVault => c.kv_requests += 1,
         }
         *c.by_path.entry(path.to_owned()).or_insert(0) += 1;
@@ -148,16 +179,17 @@ impl Shared {
     pub fn latency(&self, service: Service) -> Duration {
         let s = lock(&self.settings);
         match service {
-            Service::Himds => s.latency_himds,
-            Service::KeyVault => s.latency_kv,
+            // IMDS shares the HIMDS latency, Entra the Key Vault one.
+            Service::Himds | Service::Imds => s.latency_himds,
+            Service::KeyVault | Service::Login => s.latency_kv,
         }
     }
 
     pub fn set_latency(&self, service: Service, latency: Duration) {
         let mut s = lock(&self.settings);
         match service {
-            Service::Himds => s.latency_himds = latency,
-            Service::KeyVault => s.latency_kv = latency,
+            Service::Himds | Service::Imds => s.latency_himds = latency,
+            Service::KeyVault | Service::Login => s.latency_kv = latency,
         }
     }
 

@@ -114,6 +114,50 @@ impl Store {
         version
     }
 
+    /// Adds version `version` of a certificate's backing secret
+    /// (PROTOCOL.md §6): same version id as the certificate, `kid` set, so
+    /// it renders `"managed": true`.
+    pub fn set_managed(
+        &mut self,
+        name: &str,
+        version: &str,
+        value: &str,
+        opts: SecretOptions,
+        kid: String,
+    ) {
+        let now = unix_now();
+        self.secrets
+            .entry(name.to_ascii_lowercase())
+            .or_insert_with(|| Secret {
+                name: name.to_owned(),
+                versions: Vec::new(),
+            })
+            .versions
+            .push(Version {
+                version: version.to_owned(),
+                value: value.to_owned(),
+                opts,
+                created: now,
+                updated: now,
+                kid: Some(kid),
+            });
+    }
+
+    /// Replaces the value of one version in place (used to strip the key of
+    /// a certificate made non-exportable). False if there is no such version.
+    pub fn replace_value(&mut self, name: &str, version: &str, value: &str) -> bool {
+        let Some(v) = self
+            .secrets
+            .get_mut(&name.to_ascii_lowercase())
+            .and_then(|s| s.versions.iter_mut().find(|v| v.version == version))
+        else {
+            return false;
+        };
+        v.value = value.to_owned();
+        v.updated = unix_now();
+        true
+    }
+
     /// Enables/disables one version. Returns false if there is no such version.
     pub fn set_enabled(&mut self, name: &str, version: &str, enabled: bool) -> bool {
         let Some(secret) = self.secrets.get_mut(&name.to_ascii_lowercase()) else {

@@ -34,7 +34,10 @@ impl std::fmt::Debug for TestPki {
     }
 }
 
-fn ca_params(common_name: &str, path_len: Option<u8>) -> anyhow::Result<CertificateParams> {
+pub(crate) fn ca_params(
+    common_name: &str,
+    path_len: Option<u8>,
+) -> anyhow::Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(match path_len {
         Some(n) => BasicConstraints::Constrained(n),

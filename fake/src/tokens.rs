@@ -76,6 +76,16 @@ impl IssuedToken {
             "token_type": "Bearer",
         })
     }
+
+    /// The Entra ID response body: numbers as INTEGERS (PROTOCOL.md §3).
+    pub fn entra_json(&self) -> serde_json::Value {
+        json!({
+            "token_type": "Bearer",
+            "expires_in": self.lifetime_secs,
+            "ext_expires_in": self.lifetime_secs,
+            "access_token": self.access_token,
+        })
+    }
 }
 
 /// Why Key Vault rejects a token.
@@ -121,6 +131,13 @@ impl TokenIssuer {
     /// Issues a token for `resource` (the audience; a trailing `/.default`
     /// scope suffix is stripped, as Entra does).
     pub fn issue(&mut self, resource: &str) -> IssuedToken {
+        let id = self.identity.clone();
+        self.issue_as(resource, &id)
+    }
+
+    /// Issues a token for `resource` carrying the claims of `id` (a
+    /// user-assigned or workload identity).
+    pub fn issue_as(&mut self, resource: &str, id: &Identity) -> IssuedToken {
         let aud = resource
             .strip_suffix("/.default")
             .unwrap_or(resource)
@@ -128,7 +145,6 @@ impl TokenIssuer {
         let now = unix_now();
         let lifetime_secs = self.lifetime.as_secs();
         let exp = now + lifetime_secs;
-        let id = &self.identity;
         let header = json!({ "typ": "JWT", "alg": "RS256", "kid": "kvsync-fake" });
         let payload = json!({
             "aud": aud,

@@ -44,6 +44,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/secrets/{name}/versions", get(list_versions))
         .route("/secrets/{name}/{version}", get(get_version))
         .route("/secrets/{name}/{version}/", get(get_version))
+        .merge(crate::certificates::routes())
         .fallback(unknown_path)
         .layer(axum::middleware::from_fn_with_state(
             (shared.clone(), Service::KeyVault),

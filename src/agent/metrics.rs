@@ -11,6 +11,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
+
+/// The `kind` label values of `kvsync_failures_total`.
+pub const FAILURE_KINDS: &[&str] = &[
+    "identity",
+    "vault",
+    "certificate",
+    "render",
+    "write",
+    "hook",
+    "config",
+];
 type TimeGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
@@ -82,6 +93,14 @@ impl Metrics {
             "notAfter of each rendered certificate (Unix seconds)",
             m.certificate_expiry.clone(),
         );
+        // Zero-valued series exist from the start, so dashboards and
+        // alerts see `0` rather than "no data".
+        for result in ["ok", "failed"] {
+            let _ = m.rounds.get_or_create(&label("result", result));
+        }
+        for kind in FAILURE_KINDS {
+            let _ = m.failures.get_or_create(&label("kind", kind));
+        }
         Self { registry, ..m }
     }
 

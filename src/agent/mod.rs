@@ -124,6 +124,7 @@ pub async fn run(path: &Path, env: &Env, engine: Engine, mut triggers: Triggers)
         )
         .await;
         let delay = agent.after_round(&outcome);
+        agent.token_metrics().await;
         if outcome.interrupted || *triggers.stop.borrow() {
             break;
         }
@@ -190,6 +191,18 @@ impl Agent {
             self.schedule.after_failure(None)
         } else {
             self.schedule.after_success()
+        }
+    }
+
+    /// Export the earliest cached token expiry (never the token).
+    async fn token_metrics(&self) {
+        let expiries = self.engine.vault().tokens().expiries().await;
+        if let Some(earliest) = expiries.iter().map(|(_, t)| *t).min() {
+            let unix = earliest
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.metrics.token_expiry.set(unix);
         }
     }
 

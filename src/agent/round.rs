@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::hooks;
-use crate::sync::{Engine, SyncError};
+use crate::sync::{Backups, Engine, SyncError, roll_back, verify_one};
 use crate::write::{self, Change};
 
 use super::metrics::Metrics;
@@ -117,29 +117,33 @@ pub async fn run(
     for e in engine.add_certificates(&mut ctx) {
         record(&mut outcome, metrics, &e, "certificate");
     }
+    for (alias, not_after) in engine.warn_expiring(&ctx) {
+        metrics.certificate_expires(&alias, not_after);
+    }
     for (alias, bundle) in &ctx.secrets {
         if let Some(exp) = bundle.expires {
             metrics.secret_expires(alias, exp);
         }
     }
+    let mut backups = Backups::new();
     let prepared = engine.prepare(&ctx);
     for (hook, members) in groups(engine) {
         if *stop.borrow() {
             outcome.interrupted = true;
             break;
         }
-        let rendered = (&ctx, &prepared);
-        write_group(
+        let mut group = Group {
             engine,
-            rendered,
-            hook,
-            &members,
-            pending,
+            ctx: &ctx,
+            prepared: &prepared,
+            pending: &mut *pending,
+            backups: &mut backups,
             metrics,
-            &mut outcome,
-        );
+            outcome: &mut outcome,
+        };
+        group.write(hook, &members).await;
     }
-    run_pending(engine, pending, metrics, &mut outcome).await;
+    run_pending(engine, pending, &mut backups, metrics, &mut outcome).await;
     outcome
 }
 
@@ -149,72 +153,97 @@ fn record(outcome: &mut RoundOutcome, metrics: &Metrics, e: &SyncError, kind: &'
     outcome.failures.push((kind, e.to_string()));
 }
 
-/// Render, stage and commit one group, all or nothing. No `.await` in here:
-/// a shutdown signal cannot interrupt a group half-way.
-fn write_group(
-    engine: &Engine,
-    (ctx, prepared): (&crate::render::Context, &crate::render::Prepared),
-    hook: Option<String>,
-    members: &[usize],
-    pending: &mut PendingHooks,
-    metrics: &Metrics,
-    outcome: &mut RoundOutcome,
-) {
-    let mut staged = Vec::with_capacity(members.len());
-    for &index in members {
-        let target = engine.target(index);
-        let rendered = match engine.render_prepared(index, ctx, prepared) {
-            Ok(r) => r,
-            Err(e) => {
-                outcome.transient = false;
-                metrics.failure("render");
-                outcome
-                    .failures
-                    .push(("render", group_note(e.to_string(), members.len())));
-                return;
+/// What one group's write needs from the round.
+struct Group<'a> {
+    engine: &'a Engine,
+    ctx: &'a crate::render::Context,
+    /// The round's template context, built once for all groups.
+    prepared: &'a crate::render::Prepared,
+    pending: &'a mut PendingHooks,
+    backups: &'a mut Backups,
+    metrics: &'a Metrics,
+    outcome: &'a mut RoundOutcome,
+}
+
+impl Group<'_> {
+    fn fail(&mut self, kind: &'static str, message: String, members: usize) {
+        self.outcome.transient = false;
+        self.metrics.failure(kind);
+        self.outcome
+            .failures
+            .push((kind, group_note(message, members)));
+    }
+
+    /// Render, stage, verify and commit one group, all or nothing. The only
+    /// `.await` is the members' `verify` commands (bounded by the hook
+    /// timeout), before anything is committed: the round is not cancelled
+    /// there, a shutdown waits for it, so a group is never half-written.
+    async fn write(&mut self, hook: Option<String>, members: &[usize]) {
+        let mut staged = Vec::with_capacity(members.len());
+        for &index in members {
+            let target = self.engine.target(index);
+            let rendered = match self.engine.render_prepared(index, self.ctx, self.prepared) {
+                Ok(r) => r,
+                Err(e) => return self.fail("render", e.to_string(), members.len()),
+            };
+            match write::stage(&target, rendered.expose()) {
+                Ok(s) => staged.push((index, target.path, s)),
+                Err(e) => return self.fail("write", e.to_string(), members.len()),
             }
-        };
-        match write::stage(&target, rendered.expose()) {
-            Ok(s) => staged.push((target.path, s)),
-            Err(e) => {
-                outcome.transient = false;
-                metrics.failure("write");
-                outcome
-                    .failures
-                    .push(("write", group_note(e.to_string(), members.len())));
-                return;
+        }
+        let files = &self.engine.config().files;
+        let timeout = self.engine.config().agent.hook_timeout;
+        for (index, path, candidate) in &staged {
+            let (Some(command), Some(candidate)) = (&files[*index].verify, candidate) else {
+                continue;
+            };
+            if let Err(e) = verify_one(command, candidate, path, timeout).await {
+                return self.fail("verify", e, members.len());
+            }
+        }
+        let changed = self.commit(staged);
+        if let (Some(cmd), false) = (hook, changed.is_empty()) {
+            let paths = self.pending.0.entry(cmd).or_default();
+            for p in changed {
+                if !paths.contains(&p) {
+                    paths.push(p);
+                }
             }
         }
     }
-    let now = unix_now();
-    let mut changed = Vec::new();
-    for (path, candidate) in staged {
-        let change = match candidate {
-            Some(c) => match c.commit() {
+
+    /// Commit the staged members; returns the paths that changed.
+    fn commit(&mut self, staged: Vec<(usize, PathBuf, Option<write::Staged>)>) -> Vec<PathBuf> {
+        let files = &self.engine.config().files;
+        let now = unix_now();
+        let mut changed = Vec::new();
+        for (index, path, candidate) in staged {
+            let spec = &files[index];
+            let committed = match candidate {
+                Some(c) if spec.rollback => c.commit_with_backup().map(|(change, backup)| {
+                    self.backups.insert(path.clone(), (backup, spec.dir_mode));
+                    change
+                }),
+                Some(c) => c.commit(),
+                None => Ok(Change::Unchanged),
+            };
+            let change = match committed {
                 Ok(change) => change,
                 Err(e) => {
-                    metrics.failure("write");
-                    outcome.failures.push(("write", e.to_string()));
+                    self.metrics.failure("write");
+                    self.outcome.failures.push(("write", e.to_string()));
                     continue;
                 }
-            },
-            None => Change::Unchanged,
-        };
-        metrics.file_ok(&path.display().to_string(), now);
-        if change.is_change() {
-            tracing::info!(path = %path.display(), change = ?change, "file written");
-            metrics.files_written.inc();
-            outcome.files_written += 1;
-            changed.push(path);
-        }
-    }
-    if let (Some(cmd), false) = (hook, changed.is_empty()) {
-        let paths = pending.0.entry(cmd).or_default();
-        for p in changed {
-            if !paths.contains(&p) {
-                paths.push(p);
+            };
+            self.metrics.file_ok(&path.display().to_string(), now);
+            if change.is_change() {
+                tracing::info!(path = %path.display(), change = ?change, "file written");
+                self.metrics.files_written.inc();
+                self.outcome.files_written += 1;
+                changed.push(path);
             }
         }
+        changed
     }
 }
 
@@ -226,10 +255,13 @@ fn group_note(message: String, members: usize) -> String {
     }
 }
 
-/// Run every pending hook once; failures stay pending for the next round.
+/// Run every pending hook once; failures stay pending for the next round,
+/// except in a `rollback = true` group whose files were written this round:
+/// those are restored instead, and the next round writes (and hooks) again.
 async fn run_pending(
     engine: &Engine,
     pending: &mut PendingHooks,
+    backups: &mut Backups,
     metrics: &Metrics,
     outcome: &mut RoundOutcome,
 ) {
@@ -246,7 +278,11 @@ async fn run_pending(
                 metrics.hooks_run.inc();
                 metrics.hooks_failed.inc();
                 outcome.failures.push(("hook", e.to_string()));
-                pending.0.insert(cmd, paths);
+                if paths.iter().any(|p| backups.contains_key(p)) {
+                    roll_back(&cmd, &paths, backups);
+                } else {
+                    pending.0.insert(cmd, paths);
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod once;
+pub mod whoami;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -91,4 +92,23 @@ pub fn engine(path: &Path, env: &Env) -> Result<Engine, SetupError> {
     let (config, renderer) = load(path)?;
     let vault = vault_client(&config, env)?;
     Ok(Engine::new(config, renderer, vault))
+}
+
+/// Build the engine for `path` and start logging (CLI format, else the
+/// config's, else text). On failure the message is printed and the exit
+/// code returned.
+pub fn start(
+    path: &Path,
+    env: &Env,
+    cli_format: Option<crate::config::LogFormat>,
+) -> Result<Engine, u8> {
+    let engine = engine(path, env).map_err(|e| {
+        eprintln!("kvsync: {e}");
+        e.exit_code()
+    })?;
+    let format = cli_format
+        .or(engine.config().agent.log_format)
+        .unwrap_or(crate::config::LogFormat::Text);
+    crate::logging::init(format, env);
+    Ok(engine)
 }

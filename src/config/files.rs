@@ -28,7 +28,7 @@ pub fn resolve_files(
     secrets: &BTreeMap<String, SecretSpec>,
     p: &mut Problems,
 ) -> Vec<FileSpec> {
-    let mut out = Vec::new();
+    let mut out: Vec<(&RawFileEntry, FileSpec)> = Vec::new();
     let mut seen: HashMap<PathBuf, usize> = HashMap::new();
     for entry in &raw.files {
         let cx = FileCx {
@@ -50,9 +50,36 @@ pub fn resolve_files(
             continue;
         }
         seen.insert(spec.path.clone(), entry.index);
-        out.push(spec);
+        out.push((entry, spec));
     }
-    out
+    check_rollback_groups(&out, p);
+    out.into_iter().map(|(_, spec)| spec).collect()
+}
+
+/// `rollback` is a property of a hook group: every file sharing an
+/// `on_change` command must say the same, and it needs a hook.
+fn check_rollback_groups(files: &[(&RawFileEntry, FileSpec)], p: &mut Problems) {
+    let mut first: HashMap<&str, (usize, bool)> = HashMap::new();
+    for (entry, spec) in files {
+        let key = format!("file[{}].rollback", entry.index);
+        let span = entry.file.rollback.as_ref().map(Spanned::span);
+        let Some(command) = spec.on_change.as_deref() else {
+            if spec.rollback {
+                p.push(Problem::new(span, key, "rollback needs an on_change hook: it restores the previous files when that hook fails"));
+            }
+            continue;
+        };
+        match first.get(command) {
+            None => {
+                first.insert(command, (entry.index, spec.rollback));
+            }
+            Some((index, want)) if *want != spec.rollback => {
+                let span = span.or_else(|| Some(entry.span.clone()));
+                p.push(Problem::new(span, key, format!("file[{index}] has the same on_change hook with rollback = {want}; every file of a hook group must agree (set rollback = {want} here, or change both)")));
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 struct FileCx<'a> {
@@ -116,15 +143,83 @@ impl FileCx<'_> {
             }
             other => other.as_ref().map(|v| v.get_ref().clone()),
         };
+        let source = source?;
+        let (pfx_password, pfx_legacy) = self.pfx_options(f, &source, p);
+        let verify = match &f.verify {
+            Some(v) if v.get_ref().trim().is_empty() => {
+                p.at(
+                    v,
+                    self.k("verify"),
+                    "expected a command, found an empty string (omit the key for no check)",
+                );
+                None
+            }
+            other => other.as_ref().map(|v| v.get_ref().clone()),
+        };
         Some(FileSpec {
             path: path?,
-            source: source?,
+            source,
             mode: file_mode,
             owner: owner.ok()?,
             group: group.ok()?,
             dir_mode,
             on_change,
+            pfx_password,
+            pfx_legacy,
+            verify,
+            rollback: f.rollback.as_ref().is_some_and(|v| *v.get_ref()),
         })
+    }
+
+    /// `pfx_password` (an alias of a plain secret) and `pfx_legacy`: only
+    /// with `format = "pfx"`.
+    fn pfx_options(
+        &self,
+        f: &RawFile,
+        source: &FileSource,
+        p: &mut Problems,
+    ) -> (Option<String>, bool) {
+        let is_pfx = matches!(
+            source,
+            FileSource::Object {
+                format: OutputFormat::Pfx,
+                ..
+            }
+        );
+        if !is_pfx {
+            if let Some(v) = &f.pfx_password {
+                p.at(
+                    v,
+                    self.k("pfx_password"),
+                    "pfx_password applies only with format = \"pfx\"",
+                );
+            }
+            if let Some(v) = &f.pfx_legacy {
+                p.at(
+                    v,
+                    self.k("pfx_legacy"),
+                    "pfx_legacy applies only with format = \"pfx\"",
+                );
+            }
+            return (None, false);
+        }
+        let legacy = f.pfx_legacy.as_ref().is_some_and(|v| *v.get_ref());
+        let Some(v) = &f.pfx_password else {
+            return (None, legacy);
+        };
+        let alias = v.get_ref();
+        match self.secrets.get(alias) {
+            Some(spec) if spec.kind == SecretKind::Secret => (Some(alias.clone()), legacy),
+            Some(_) => {
+                p.at(v, self.k("pfx_password"), format!("\"{alias}\" is a certificate; pfx_password names a plain secret holding the password"));
+                (None, legacy)
+            }
+            None if self.raw.declared_aliases.iter().any(|a| a == alias) => (None, legacy),
+            None => {
+                p.at(v, self.k("pfx_password"), format!("\"{alias}\" is not an alias in [secrets]; pfx_password names the secret holding the PFX password"));
+                (None, legacy)
+            }
+        }
     }
 
     /// Exactly one of `template`, `contents`, `secret` (+ `format`).

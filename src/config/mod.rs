@@ -8,10 +8,12 @@ mod files;
 pub mod raw;
 mod resolve;
 mod summary;
+mod vault_ref;
 
 pub use files::parse_mode;
 pub use resolve::MAX_CONCURRENCY;
 pub use summary::summary;
+pub use vault_ref::VaultRef;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +43,9 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 pub const DEFAULT_CONCURRENCY: usize = 16;
 /// Default `on_change` hook timeout.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `[agent] cert_expiry_warning`: warn two weeks before a
+/// delivered certificate expires (the default, 14 days).
+pub const DEFAULT_CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 /// Default mode of parent directories kvsync creates.
 pub const DEFAULT_DIR_MODE: u32 = 0o755;
 /// Default file mode when `mode` is not given: owner-only, since files
@@ -53,8 +58,9 @@ pub struct Config {
     pub source: PathBuf,
     /// Directory relative paths are resolved against.
     pub base_dir: PathBuf,
-    /// Default vault for secrets that don't name one.
-    pub vault: Option<Url>,
+    /// Default vault for secrets that don't name one (a URL, or a template
+    /// over instance metadata resolved each round).
+    pub vault: Option<VaultRef>,
     pub agent: AgentConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
@@ -75,6 +81,8 @@ pub struct AgentConfig {
     /// Key Vault requests in flight at once.
     pub concurrency: usize,
     pub hook_timeout: Duration,
+    /// Warn (log + metric) when a delivered certificate expires within this.
+    pub cert_expiry_warning: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,8 +141,10 @@ pub struct SecretSpec {
     pub name: String,
     /// Pinned version (32 lowercase hex), or latest.
     pub version: Option<String>,
-    pub vault: Url,
+    pub vault: VaultRef,
     pub kind: SecretKind,
+    /// Certificates only: append the self-signed root to `chain`/`fullchain`.
+    pub include_root: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +178,17 @@ pub struct FileSpec {
     pub group: Option<u32>,
     pub dir_mode: u32,
     pub on_change: Option<String>,
+    /// `format = "pfx"` only: alias of the secret holding the PFX password.
+    pub pfx_password: Option<String>,
+    /// `format = "pfx"` only: 3DES/SHA-1 for Windows Server 2016 and older.
+    pub pfx_legacy: bool,
+    /// Command run against the candidate file before it replaces the live
+    /// one (`KVSYNC_CANDIDATE`, `KVSYNC_DESTINATION`); non-zero exit = keep
+    /// the live file.
+    pub verify: Option<String>,
+    /// Restore the previous files of the hook group if its `on_change`
+    /// fails (every member of the group agrees).
+    pub rollback: bool,
 }
 
 /// One problem in a config file.

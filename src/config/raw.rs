@@ -56,6 +56,7 @@ pub struct RawAgent {
     pub deadline: Option<Spanned<String>>,
     pub concurrency: Option<Spanned<i64>>,
     pub hook_timeout: Option<Spanned<String>>,
+    pub cert_expiry_warning: Option<Spanned<String>>,
 }
 
 /// `[auth]`
@@ -91,6 +92,7 @@ pub struct RawSecretTable {
     pub vault: Option<Spanned<String>>,
     #[serde(rename = "type")]
     pub kind: Option<Spanned<String>>,
+    pub include_root: Option<Spanned<bool>>,
 }
 
 /// A `[secrets]` entry: `alias = "name"` or `alias = { name = ..., ... }`.
@@ -117,6 +119,10 @@ pub struct RawFile {
     pub group: Option<Spanned<toml::Value>>,
     pub dir_mode: Option<Spanned<toml::Value>>,
     pub on_change: Option<Spanned<String>>,
+    pub pfx_password: Option<Spanned<String>>,
+    pub pfx_legacy: Option<Spanned<bool>>,
+    pub verify: Option<Spanned<String>>,
+    pub rollback: Option<Spanned<bool>>,
 }
 
 /// A secret alias with the span of its key.
@@ -288,7 +294,7 @@ impl<'i> Cx<'_, 'i> {
                         key,
                         format!(
                             "expected a secret name (string) or an inline table \
-                             {{ name, version, vault, type }}, found {}",
+                             {{ name, version, vault, type, include_root }}, found {}",
                             other.type_str()
                         ),
                     ));

@@ -14,9 +14,9 @@ use url::Url;
 
 use super::raw::{Problem, RawAgent, RawAlias, RawAuth, RawConfig, RawSecret, RawTls};
 use super::{
-    AgentConfig, AuthConfig, AuthMethod, Config, DEFAULT_CONCURRENCY, DEFAULT_DEADLINE,
-    DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER, LogFormat, SecretKind, SecretSpec,
-    TlsConfig,
+    AgentConfig, AuthConfig, AuthMethod, Config, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_CONCURRENCY,
+    DEFAULT_DEADLINE, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER, LogFormat,
+    SecretKind, SecretSpec, TlsConfig, VaultRef,
 };
 
 /// Upper bound of `[agent] concurrency`. Key Vault throttles at 4000
@@ -50,13 +50,13 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
-    let vault = raw.vault.as_ref().and_then(|v| https_url(v, "vault", p));
     let agent = agent(&raw.agent, &base_dir, p);
     let auth = auth(&raw.auth, &base_dir, p);
     let tls = tls(&raw.tls, &base_dir);
-    if let (Some(v), Some(raw_v)) = (&vault, &raw.vault) {
-        check_audience(v, raw_v, "vault", &auth, p);
-    }
+    let vault = raw
+        .vault
+        .as_ref()
+        .and_then(|v| vault_ref(v, "vault", &auth, p));
     let default_vault = DefaultVault {
         url: vault.clone(),
         declared: raw.vault.is_some(),
@@ -158,6 +158,12 @@ fn agent(raw: &RawAgent, base_dir: &Path, p: &mut Problems) -> AgentConfig {
             &raw.hook_timeout,
             "agent.hook_timeout",
             DEFAULT_HOOK_TIMEOUT,
+            p,
+        ),
+        cert_expiry_warning: duration(
+            &raw.cert_expiry_warning,
+            "agent.cert_expiry_warning",
+            DEFAULT_CERT_EXPIRY_WARNING,
             p,
         ),
     }
@@ -415,8 +421,31 @@ fn check_audience(
     }
 }
 
+/// A vault URL, or a template over instance metadata (checked with a
+/// sample substitution; resolved each round).
+fn vault_ref(
+    v: &Spanned<String>,
+    key: &str,
+    auth: &AuthConfig,
+    p: &mut Problems,
+) -> Option<VaultRef> {
+    let text = v.get_ref().trim();
+    if super::vault_ref::is_template(text) {
+        return match super::vault_ref::check_template(text, auth.audience.as_deref()) {
+            Ok(()) => Some(VaultRef::Template(text.to_owned())),
+            Err(e) => {
+                p.at(v, key, format!("invalid vault template: {e}"));
+                None
+            }
+        };
+    }
+    let url = https_url(v, key, p)?;
+    check_audience(&url, v, key, auth, p);
+    Some(VaultRef::Url(url))
+}
+
 struct DefaultVault {
-    url: Option<Url>,
+    url: Option<VaultRef>,
     /// `vault` was written (even if invalid: then don't report twice).
     declared: bool,
 }
@@ -457,13 +486,14 @@ fn secret(
     p: &mut Problems,
 ) -> Option<SecretSpec> {
     let raw = &entry.secret;
-    let (name, version, vault, kind) = match raw {
-        RawSecret::Name(n) => (Some(n), None, None, None),
+    let (name, version, vault, kind, include_root) = match raw {
+        RawSecret::Name(n) => (Some(n), None, None, None, None),
         RawSecret::Table(t) => (
             t.name.as_ref(),
             t.version.as_ref(),
             t.vault.as_ref(),
             t.kind.as_ref(),
+            t.include_root.as_ref(),
         ),
     };
     let name = match name {
@@ -482,14 +512,17 @@ fn secret(
     };
     let version = version.and_then(|v| object_version(v, &format!("{key}.version"), p));
     let kind = secret_kind(kind, key, p);
+    if let Some(v) = include_root
+        && kind != SecretKind::Certificate
+    {
+        p.at(
+            v,
+            format!("{key}.include_root"),
+            "include_root applies only to certificates: add type = \"certificate\", or remove it",
+        );
+    }
     let vault = match vault {
-        Some(v) => {
-            let url = https_url(v, &format!("{key}.vault"), p);
-            if let Some(u) = &url {
-                check_audience(u, v, &format!("{key}.vault"), auth, p);
-            }
-            url
-        }
+        Some(v) => vault_ref(v, &format!("{key}.vault"), auth, p),
         None if !default.declared => {
             p.at(&entry.alias, key, "no vault: set vault = \"https://...\" on this secret, or a top-level default vault");
             None
@@ -502,6 +535,7 @@ fn secret(
         version,
         vault: vault?,
         kind,
+        include_root: include_root.is_some_and(|v| *v.get_ref()),
     })
 }
 

@@ -37,15 +37,22 @@ const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 pub struct ArcSource {
     pub endpoint: Url,
     pub token_dir: PathBuf,
+    /// HIMDS base for instance metadata: `IMDS_ENDPOINT`, else the token
+    /// endpoint's origin.
+    pub instance_base: Url,
     http: reqwest::Client,
     retry: RetryPolicy,
 }
 
 impl ArcSource {
     pub fn new(endpoint: Url, token_dir: PathBuf, http: reqwest::Client) -> Self {
+        let mut instance_base = endpoint.clone();
+        instance_base.set_path("/");
+        instance_base.set_query(None);
         Self {
             endpoint,
             token_dir,
+            instance_base,
             http,
             retry: RetryPolicy::himds(),
         }
@@ -69,7 +76,15 @@ impl ArcSource {
             Some(dir) => dir.clone(),
             None => default_token_dir(env)?,
         };
-        Ok(Self::new(endpoint, token_dir, http))
+        let mut source = Self::new(endpoint, token_dir, http);
+        // `IMDS_ENDPOINT` names the HIMDS base unless the config chose the
+        // token endpoint (then its origin is the base).
+        if auth.identity_endpoint.is_none()
+            && let Some(base) = env.var("IMDS_ENDPOINT").and_then(|v| Url::parse(v).ok())
+        {
+            source.instance_base = base;
+        }
+        Ok(source)
     }
 
     fn token_url(&self, audience: &str) -> Url {
@@ -204,7 +219,7 @@ pub fn map_challenge_error(path: &Path, endpoint: &str, e: ChallengeError) -> Id
 
 /// A non-200 HIMDS/IMDS answer. Only the `error` code (a short token such as
 /// `invalid_request`) is quoted; the description is summarised by status.
-fn status_error(endpoint: &str, status: StatusCode, body: &[u8]) -> IdentityError {
+pub(super) fn status_error(endpoint: &str, status: StatusCode, body: &[u8]) -> IdentityError {
     let code = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
@@ -226,7 +241,7 @@ fn status_error(endpoint: &str, status: StatusCode, body: &[u8]) -> IdentityErro
 }
 
 /// Error codes are short identifiers; anything else is not echoed.
-fn is_plain_code(code: &str) -> bool {
+pub(super) fn is_plain_code(code: &str) -> bool {
     !code.is_empty()
         && code.len() <= 64
         && code
@@ -303,6 +318,11 @@ impl TokenSource for ArcSource {
             kind: "arc",
             endpoint: self.endpoint.to_string(),
         }
+    }
+
+    async fn instance_metadata(&self) -> Result<Option<serde_json::Value>, IdentityError> {
+        let url = super::instance::url(&self.instance_base, super::instance::HIMDS_API_VERSION);
+        super::instance::fetch(&self.http, &url).await.map(Some)
     }
 }
 

@@ -105,6 +105,19 @@ impl TokenCache {
         }
     }
 
+    /// Expiry of each cached token, by audience (for metrics; a slot busy
+    /// with a refresh is skipped rather than waited for).
+    pub async fn expiries(&self) -> Vec<(String, SystemTime)> {
+        let slots = self.slots.lock().await;
+        slots
+            .iter()
+            .filter_map(|(audience, slot)| {
+                let slot = slot.try_lock().ok()?;
+                Some((audience.clone(), slot.token.as_ref()?.expires_on))
+            })
+            .collect()
+    }
+
     /// Drop the cached token for `audience` (after a 401 from the vault).
     pub async fn invalidate(&self, audience: &str) {
         let slot = self.slot(audience).await;

@@ -1,15 +1,23 @@
 //! Identity: obtain OAuth access tokens for Key Vault from the host's managed
-//! identity. Sources: Azure Arc HIMDS ([`arc`]), later Azure IMDS and
-//! Kubernetes workload identity. Tokens are held in memory only
-//! ([`cache::TokenCache`]), reused until shortly before expiry, and never
-//! logged: [`AccessToken`] prints as `[REDACTED]`.
+//! identity. Sources: Azure Arc HIMDS ([`arc`]), Azure VM IMDS ([`imds`])
+//! and Kubernetes workload identity ([`workload`]), chosen by [`select`]
+//! (`method = "auto"` tries them in the SPEC.md order, see [`auto`]). Tokens
+//! are held in memory only ([`cache::TokenCache`]), reused until shortly
+//! before expiry, and never logged: [`AccessToken`] prints as `[REDACTED]`.
+//! The metadata endpoints (HIMDS, IMDS) are always reached directly, never
+//! through a proxy. Instance metadata ([`instance`]) comes from the same
+//! endpoint as the token.
 
 pub mod arc;
 pub mod audience;
+pub mod auto;
 pub mod cache;
 pub mod challenge;
 pub mod claims;
+pub mod imds;
+pub mod instance;
 pub mod token;
+pub mod workload;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -50,6 +58,12 @@ pub trait TokenSource: Send + Sync {
     /// without `/.default`). Not cached: see [`cache::TokenCache`].
     async fn fetch(&self, audience: &str) -> Result<AccessToken, IdentityError>;
     fn info(&self) -> SourceInfo;
+    /// The host's instance metadata `compute` object (tags normalised, see
+    /// [`instance::normalize`]), from the same metadata service as the
+    /// token; `Ok(None)` when this source has none (workload identity).
+    async fn instance_metadata(&self) -> Result<Option<serde_json::Value>, IdentityError> {
+        Ok(None)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,21 +119,43 @@ impl IdentityError {
     }
 }
 
-/// Choose the token source for `auth` on this host.
+/// Choose the token source for `auth` on this host. Explicit methods use
+/// only that source. `auto` picks Arc at once when it is detectable (env
+/// vars, config or the agent installed); otherwise the choice needs a
+/// network probe of IMDS and is made on the first token request by
+/// [`auto::AutoSource`] (see [`auto::resolve`]).
 pub fn select(
     auth: &AuthConfig,
     env: &Env,
     metadata_http: reqwest::Client,
     remote_http: reqwest::Client,
 ) -> Result<Arc<dyn TokenSource>, IdentityError> {
-    let _ = remote_http;
     match auth.method {
-        AuthMethod::Arc | AuthMethod::Auto => {
-            let source = arc::ArcSource::from_config(auth, env, metadata_http)?;
-            Ok(Arc::new(source))
+        AuthMethod::Arc => Ok(Arc::new(auto::arc_source(auth, env, metadata_http)?)),
+        AuthMethod::Imds => Ok(Arc::new(imds::ImdsSource::from_config(
+            auth,
+            metadata_http,
+        )?)),
+        AuthMethod::WorkloadIdentity => Ok(Arc::new(workload::WorkloadSource::from_config(
+            auth,
+            env,
+            remote_http,
+        )?)),
+        AuthMethod::Auto => {
+            if auto::arc_detected(auth, env).is_ok() {
+                return Ok(Arc::new(auto::arc_source(auth, env, metadata_http)?));
+            }
+            let probe_http = crate::http::metadata_probe_client()
+                .map_err(|e| IdentityError::Other(e.to_string()))?;
+            Ok(Arc::new(auto::AutoSource::new(
+                auth.clone(),
+                env.clone(),
+                auto::Clients {
+                    metadata: metadata_http,
+                    remote: remote_http,
+                    probe: probe_http,
+                },
+            )))
         }
-        other => Err(IdentityError::Config(format!(
-            "auth method {other:?} is not implemented yet"
-        ))),
     }
 }

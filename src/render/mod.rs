@@ -87,13 +87,13 @@ pub struct RenderError {
 enum Kind {
     /// Name of the compiled template in `Renderer::tera`, and its source
     /// (kept for error sanitising; templates are configuration, not secret).
-    Template {
-        name: String,
-        source: String,
-    },
+    Template { name: String, source: String },
     Object {
         alias: String,
         format: OutputFormat,
+        /// `format = "pfx"`: alias of the password secret, and 3DES/SHA-1.
+        pfx_password: Option<String>,
+        pfx_legacy: bool,
     },
 }
 
@@ -131,7 +131,7 @@ impl Renderer {
                 }
             };
             match &entry.kind {
-                Kind::Object { alias, format } => {
+                Kind::Object { alias, format, .. } => {
                     errors.extend(check_object(config, &entry, alias, *format));
                 }
                 Kind::Template { source, .. } => {
@@ -198,7 +198,18 @@ impl Renderer {
                     Err(e) => Err(render_error(entry, &e, source, ctx)),
                 }
             }
-            Kind::Object { alias, format } => object(entry, alias, *format, ctx),
+            Kind::Object {
+                alias,
+                format,
+                pfx_password,
+                pfx_legacy,
+            } => {
+                let pfx = PfxSettings {
+                    password_alias: pfx_password.as_deref(),
+                    legacy: *pfx_legacy,
+                };
+                object(entry, alias, *format, pfx, ctx)
+            }
         }
     }
 
@@ -240,6 +251,8 @@ impl Entry {
                     kind: Kind::Object {
                         alias: alias.clone(),
                         format: *format,
+                        pfx_password: spec.pfx_password.clone(),
+                        pfx_legacy: spec.pfx_legacy,
                     },
                 });
             }
@@ -478,11 +491,47 @@ fn tera_context(ctx: &Context) -> Result<tera::Context, tera::Error> {
     Ok(t)
 }
 
+/// How a `format = "pfx"` file is written.
+#[derive(Clone, Copy)]
+struct PfxSettings<'a> {
+    password_alias: Option<&'a str>,
+    legacy: bool,
+}
+
+/// The PFX of `c`: the no-password one as normalised, or one rebuilt with
+/// the password from another secret and/or the legacy algorithms.
+fn pfx_bytes(
+    e: &Entry,
+    alias: &str,
+    c: &CertMaterial,
+    pfx: PfxSettings<'_>,
+    ctx: &Context,
+) -> Result<Vec<u8>, RenderError> {
+    let password = match pfx.password_alias {
+        None => None,
+        Some(pw_alias) => Some(ctx.secrets.get(pw_alias).ok_or_else(|| {
+            e.error(
+                None,
+                format!("the PFX password secret `{pw_alias}` was not fetched this round"),
+            )
+        })?),
+    };
+    if password.is_none() && !pfx.legacy {
+        return base64::engine::general_purpose::STANDARD
+            .decode(c.pfx_base64.expose_secret().trim())
+            .map_err(|_| e.error(None, format!("the PFX of `{alias}` is not valid base64")));
+    }
+    let password = password.map(|b| b.value.expose_secret());
+    crate::certs::build_pfx(c, password, pfx.legacy)
+        .map_err(|err| e.error(None, format!("cannot build the PFX of `{alias}`: {err}")))
+}
+
 /// `secret = alias`, `format = ...` files: the object itself, no template.
 fn object(
     e: &Entry,
     alias: &str,
     format: OutputFormat,
+    pfx: PfxSettings<'_>,
     ctx: &Context,
 ) -> Result<SecretBytes, RenderError> {
     if format == OutputFormat::Raw {
@@ -515,9 +564,7 @@ fn object(
         OutputFormat::Cert => c.cert_pem.as_bytes().to_vec(),
         OutputFormat::Chain => c.chain_pem.as_bytes().to_vec(),
         OutputFormat::Fullchain => c.fullchain_pem.as_bytes().to_vec(),
-        OutputFormat::Pfx => base64::engine::general_purpose::STANDARD
-            .decode(c.pfx_base64.expose_secret().trim())
-            .map_err(|_| e.error(None, format!("the PFX of `{alias}` is not valid base64")))?,
+        OutputFormat::Pfx => pfx_bytes(e, alias, c, pfx, ctx)?,
         OutputFormat::Raw => Vec::new(),
     };
     Ok(SecretBytes::new(bytes))

@@ -18,13 +18,15 @@
 //! * nothing here logs or copies a secret value except the in-memory clone a
 //!   reused bundle needs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use url::Url;
 
+use super::{Engine, FetchErrors, Job};
 use crate::config::SecretSpec;
+use crate::render;
 use crate::vault::{LIST_PAGE_SIZE, SecretBundle, SecretListItem, VaultError, vault_label};
 
 /// `updated` is whole Unix seconds, so a version created in the same second
@@ -73,9 +75,9 @@ pub struct ChangeCache {
     state: Mutex<State>,
 }
 
-fn spec_key(spec: &SecretSpec) -> (String, String, Option<String>) {
+fn spec_key(spec: &SecretSpec, vault: &Url) -> (String, String, Option<String>) {
     (
-        spec.vault.as_str().to_owned(),
+        vault.as_str().to_owned(),
         spec.name.to_ascii_lowercase(),
         spec.version.clone(),
     )
@@ -103,7 +105,7 @@ impl ChangeCache {
             state
                 .bundles
                 .get(&s.alias)
-                .is_some_and(|c| c.key == spec_key(s))
+                .is_some_and(|c| c.key == spec_key(s, vault))
         })
     }
 
@@ -144,17 +146,18 @@ impl ChangeCache {
     pub fn plan(
         &self,
         spec: &SecretSpec,
+        vault: &Url,
         listed: Option<&HashMap<String, SecretListItem>>,
     ) -> Plan {
         let Some(listed) = listed else {
             return Plan::Get;
         };
-        let key = spec_key(spec);
+        let key = spec_key(spec, vault);
         let mut state = self.lock();
         let Some(item) = listed.get(&key.1) else {
             state.bundles.remove(&spec.alias);
             return Plan::Gone(VaultError::NotFound {
-                vault: vault_label(&spec.vault),
+                vault: vault_label(vault),
                 secret: spec.name.clone(),
                 version: spec
                     .version
@@ -173,10 +176,10 @@ impl ChangeCache {
     }
 
     /// Remember a bundle a GET just returned.
-    pub fn store(&self, spec: &SecretSpec, bundle: &SecretBundle) {
+    pub fn store(&self, spec: &SecretSpec, vault: &Url, bundle: &SecretBundle) {
         let cached = Cached {
             bundle: bundle.clone(),
-            key: spec_key(spec),
+            key: spec_key(spec, vault),
             fetched_at: unix_now(),
         };
         self.lock().bundles.insert(spec.alias.clone(), cached);
@@ -185,6 +188,80 @@ impl ChangeCache {
     /// Forget an alias whose GET failed.
     pub fn forget(&self, alias: &str) {
         self.lock().bundles.remove(alias);
+    }
+}
+
+impl Engine {
+    /// Like [`Engine::fetch_each`], for the agent's rounds: reuses the
+    /// bundles of earlier rounds and GETs only what each vault's list shows
+    /// as changed; a secret absent from the list fails like a 404.
+    pub async fn fetch_changed(&self) -> (render::Context, FetchErrors) {
+        let (instance, jobs, mut errors) = self.resolve_vaults().await;
+        let mut by_vault: BTreeMap<Url, Vec<&SecretSpec>> = BTreeMap::new();
+        for (spec, url) in jobs {
+            by_vault.entry(url).or_default().push(spec);
+        }
+        let mut ctx = render::Context {
+            instance,
+            ..render::Context::default()
+        };
+        let mut to_get: Vec<Job<'_>> = Vec::new();
+        let mut reused = 0usize;
+        for (vault, specs) in by_vault {
+            let listed = self.list_for(&vault, &specs).await;
+            for spec in specs {
+                match self.changes.plan(spec, &vault, listed.as_ref()) {
+                    Plan::Reuse(bundle) => {
+                        reused += 1;
+                        ctx.secrets.insert(spec.alias.clone(), bundle);
+                    }
+                    Plan::Get => to_get.push((spec, vault.clone())),
+                    Plan::Gone(e) => errors.push((spec.alias.clone(), e)),
+                }
+            }
+        }
+        tracing::debug!(reused, fetching = to_get.len(), "change detection");
+        for ((spec, url), result) in self.get_many(to_get).await {
+            match result {
+                Ok(bundle) => {
+                    self.changes.store(spec, &url, &bundle);
+                    ctx.secrets.insert(spec.alias.clone(), bundle);
+                }
+                Err(e) => {
+                    self.changes.forget(&spec.alias);
+                    errors.push((spec.alias.clone(), e));
+                }
+            }
+        }
+        errors.sort_by(|a, b| a.0.cmp(&b.0));
+        (ctx, errors)
+    }
+
+    /// The list of `vault` by lowercase name, when it is worth listing this
+    /// round for `specs` and listing succeeds.
+    async fn list_for(
+        &self,
+        vault: &Url,
+        specs: &[&SecretSpec],
+    ) -> Option<HashMap<String, SecretListItem>> {
+        if !self.changes.should_list(vault, specs) {
+            return None;
+        }
+        match self.vault.list_secrets(vault).await {
+            Ok(items) => {
+                self.changes.listed(vault, items.len(), specs.len());
+                Some(
+                    items
+                        .into_iter()
+                        .map(|i| (i.name.to_ascii_lowercase(), i))
+                        .collect(),
+                )
+            }
+            Err(e) => {
+                self.changes.list_failed(vault, &e);
+                None
+            }
+        }
     }
 }
 
