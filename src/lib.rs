@@ -13,7 +13,7 @@
 //! * Secret values and tokens live in [`secrecy::SecretString`] (or
 //!   [`secret::SecretBytes`]) and never reach a log line, an error message or
 //!   `--dry-run` output.
-//! * A round renders every file before writing any; only [`write`] creates or
+//! * A round renders every file before writing any; only [`mod@write`] creates or
 //!   replaces files, atomically, never world-readable while being written.
 //! * Every endpoint (HIMDS, IMDS, the Entra authority, the vault) is taken
 //!   from configuration or the injected [`env::Env`], so tests point each at a

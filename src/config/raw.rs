@@ -7,7 +7,7 @@
 //! own, so one bad entry does not hide the problems of the others. Every
 //! problem is returned as a [`Problem`] carrying the byte span and the dotted
 //! key it belongs to. This module never resolves paths, users or URLs: that
-//! is stage two ([`super::resolve`]).
+//! is stage two (`config::resolve`).
 
 use std::ops::Range;
 

@@ -2,7 +2,7 @@
 //! context `secrets`, `meta`, `certs`, `instance`, with the filters of
 //! SPEC.md. Render touches neither the network nor the disk (templates are
 //! read once, at [`Renderer::compile`]). Errors name the destination file and
-//! template line and never carry a secret value (see [`redact`]).
+//! template line and never carry a secret value (see `render::redact`).
 //!
 //! Context shape (SPEC.md "Template context"):
 //!

@@ -2,7 +2,7 @@
 //! from the cache; a 401 invalidates it and retries once with a fresh one
 //! (refusing a challenge that names another resource); 429 waits
 //! `Retry-After` (or backs off); 5xx, timeouts and connection errors back
-//! off. Every loop is bounded by the [`RetryPolicy`]. Other statuses are
+//! off. Every loop is bounded by the [`crate::http::RetryPolicy`]. Other statuses are
 //! returned to the caller for mapping. Never logs a token or a body.
 
 use reqwest::StatusCode;
