@@ -83,6 +83,16 @@ class Fake:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=30)
 
+    def hold(self, n: int) -> None:
+        """Make the vault hold exactly the first n bench secrets (a list
+        covers the whole vault, so its size sets the list's cost)."""
+        held = getattr(self, "held", 0)
+        for i in range(held, n):
+            self.admin("PUT", f"secrets/{SECRET_PREFIX}{i}", secret_value(i).encode())
+        for i in range(n, held):
+            self.admin("DELETE", f"secrets/{SECRET_PREFIX}{i}")
+        self.held = n
+
 
 def secret_value(i: int) -> str:
     return f"value-{i:04d}-" + "x" * 40
@@ -207,6 +217,7 @@ class Agent:
 
 
 def steady(fake: Fake, n: int, seconds: float, list_allowed: bool) -> dict:
+    fake.hold(n)
     out = OUT / "agent" / str(n)
     shutil.rmtree(out, ignore_errors=True)
     agent = Agent(kvsync_config(fake, n, out))
@@ -343,8 +354,7 @@ def main() -> None:
     fake = None
     try:
         fake = Fake(args.latency_kv, args.latency_himds)
-        for i in range(max(sizes)):
-            fake.admin("PUT", f"secrets/{SECRET_PREFIX}{i}", secret_value(i).encode())
+        fake.hold(max(sizes))
         rows = []
         for n in sizes:
             for name in contenders:
