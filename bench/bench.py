@@ -264,7 +264,7 @@ def machine() -> dict:
             "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "kvsync": version([str(KVSYNC), "--version"]),
             "python": version([str(VENV_PY), "--version"]) + f" ({pkgs})",
-            "curl": version(["curl", "--version"]).splitlines()[0],
+            "curl": " ".join(version(["curl", "--version"]).split()[:2]),
             "jq": version(["jq", "--version"])}
 
 
