@@ -127,6 +127,9 @@ pub struct Engine {
     vault: Arc<VaultClient>,
     /// Last good bundles for the agent's change detection.
     changes: changes::ChangeCache,
+    /// Thumbprints already warned about (expiry): the agent warns once per
+    /// certificate version, not every round; the metric stays current.
+    expiry_warned: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Engine {
@@ -136,6 +139,7 @@ impl Engine {
             renderer,
             vault,
             changes: changes::ChangeCache::default(),
+            expiry_warned: std::sync::Mutex::default(),
         }
     }
 
@@ -289,9 +293,10 @@ impl Engine {
         errors
     }
 
-    /// Log a warning for every delivered certificate that expires within
-    /// `[agent] cert_expiry_warning` (or has expired); returns them as
-    /// (alias, notAfter as Unix seconds).
+    /// Log a warning (once per certificate version for this engine) for
+    /// every delivered certificate that expires within
+    /// `[agent] cert_expiry_warning` (or has expired); returns every
+    /// certificate as (alias, notAfter as Unix seconds).
     pub fn warn_expiring(&self, ctx: &render::Context) -> Vec<(String, i64)> {
         let window =
             i64::try_from(self.config.agent.cert_expiry_warning.as_secs()).unwrap_or(i64::MAX);
@@ -299,7 +304,12 @@ impl Engine {
         let mut out = Vec::new();
         for (alias, c) in &ctx.certs {
             let left = c.not_after_unix.saturating_sub(now);
-            if left <= window {
+            let first_time = self
+                .expiry_warned
+                .lock()
+                .map(|mut warned| warned.insert(c.thumbprint.clone()))
+                .unwrap_or(true);
+            if left <= window && first_time {
                 let days = left.div_euclid(SECS_PER_DAY);
                 tracing::warn!(
                     alias = %alias,
