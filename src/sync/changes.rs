@@ -284,3 +284,147 @@ fn unix_now() -> i64 {
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::config::{SecretKind, VaultRef};
+    use secrecy::SecretString;
+
+    const UPDATED: i64 = 1_700_000_000;
+
+    fn vault() -> Url {
+        Url::parse("https://v.vault.azure.net/").unwrap()
+    }
+
+    fn spec(version: Option<&str>) -> SecretSpec {
+        SecretSpec {
+            alias: "db".into(),
+            name: "DB-Password".into(),
+            version: version.map(str::to_owned),
+            vault: VaultRef::Url(vault()),
+            kind: SecretKind::Secret,
+            include_root: false,
+        }
+    }
+
+    fn bundle(updated: i64) -> SecretBundle {
+        SecretBundle {
+            value: SecretString::from("v1"),
+            name: "db-password".into(),
+            version: "0".repeat(32),
+            id: "https://v.vault.azure.net/secrets/db-password/x".into(),
+            content_type: None,
+            tags: Default::default(),
+            enabled: true,
+            created: Some(updated),
+            updated: Some(updated),
+            not_before: None,
+            expires: None,
+            kid: None,
+            managed: false,
+        }
+    }
+
+    fn listed(updated: i64, enabled: bool) -> HashMap<String, SecretListItem> {
+        let item = SecretListItem {
+            name: "db-password".into(),
+            updated: Some(updated),
+            enabled,
+            content_type: None,
+            tags: Default::default(),
+        };
+        HashMap::from([(item.name.clone(), item)])
+    }
+
+    /// A cache holding `bundle(UPDATED)` fetched at `fetched_at`.
+    fn cache(s: &SecretSpec, fetched_at: i64) -> ChangeCache {
+        let c = ChangeCache::default();
+        c.store(s, &vault(), &bundle(UPDATED));
+        c.lock().bundles.get_mut("db").unwrap().fetched_at = fetched_at;
+        c
+    }
+
+    fn is_reuse(p: &Plan) -> bool {
+        matches!(p, Plan::Reuse(_))
+    }
+
+    #[test]
+    fn an_unchanged_entry_fetched_well_after_its_update_is_reused() {
+        let s = spec(None);
+        let c = cache(&s, UPDATED + CHANGE_MARGIN_SECS + 1);
+        assert!(c.should_list(&vault(), &[&s]));
+        assert!(is_reuse(&c.plan(
+            &s,
+            &vault(),
+            Some(&listed(UPDATED, true))
+        )));
+    }
+
+    #[test]
+    fn a_bundle_fetched_in_the_second_of_its_update_is_fetched_again() {
+        let s = spec(None);
+        let c = cache(&s, UPDATED + CHANGE_MARGIN_SECS);
+        assert!(matches!(
+            c.plan(&s, &vault(), Some(&listed(UPDATED, true))),
+            Plan::Get
+        ));
+    }
+
+    #[test]
+    fn a_new_update_time_or_a_disabled_entry_is_fetched() {
+        let s = spec(None);
+        let c = cache(&s, UPDATED + 100);
+        let rotated = c.plan(&s, &vault(), Some(&listed(UPDATED + 50, true)));
+        assert!(matches!(rotated, Plan::Get));
+        let disabled = c.plan(&s, &vault(), Some(&listed(UPDATED, false)));
+        assert!(matches!(disabled, Plan::Get));
+        assert!(matches!(c.plan(&s, &vault(), None), Plan::Get), "no list");
+    }
+
+    #[test]
+    fn an_entry_absent_from_the_list_is_gone_and_forgotten() {
+        let s = spec(None);
+        let c = cache(&s, UPDATED + 100);
+        match c.plan(&s, &vault(), Some(&HashMap::new())) {
+            Plan::Gone(e) => assert!(e.to_string().contains("not found"), "{e}"),
+            _ => panic!("expected Gone"),
+        }
+        assert!(!c.should_list(&vault(), &[&s]), "nothing cached any more");
+    }
+
+    #[test]
+    fn a_pinned_version_is_reused_while_listed_whatever_the_latest_is() {
+        let s = spec(Some(&"a".repeat(32)));
+        let c = cache(&s, UPDATED);
+        let p = c.plan(&s, &vault(), Some(&listed(UPDATED + 999, true)));
+        assert!(is_reuse(&p));
+    }
+
+    #[test]
+    fn forbidden_listing_is_remembered_and_cheap_lists_continue() {
+        let s = spec(None);
+        let c = cache(&s, UPDATED + 100);
+        c.listed(&vault(), 3, 10);
+        assert!(c.should_list(&vault(), &[&s]), "1 page for 10 secrets");
+        c.listed(&vault(), 30, 2);
+        assert!(!c.should_list(&vault(), &[&s]), "2 pages for 2 secrets");
+
+        let c = cache(&s, UPDATED + 100);
+        let e = VaultError::ListForbidden {
+            vault: "v".into(),
+            code: "ForbiddenByRbac".into(),
+            identity: "x".into(),
+        };
+        c.list_failed(&vault(), &e);
+        assert!(!c.should_list(&vault(), &[&s]));
+        let c = cache(&s, UPDATED + 100);
+        let transient = VaultError::Throttled { vault: "v".into() };
+        c.list_failed(&vault(), &transient);
+        assert!(
+            c.should_list(&vault(), &[&s]),
+            "a transient failure costs one round"
+        );
+    }
+}
