@@ -9,6 +9,9 @@
 //! * nothing here prints a secret value: outcomes name paths and changes only.
 
 pub mod changes;
+mod stage;
+
+pub use stage::STAGE_THREADS;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -107,11 +110,6 @@ fn join_fetch_errors(errors: &[(String, VaultError)]) -> String {
 
 /// The name instance-metadata failures are reported under.
 pub const INSTANCE_ALIAS: &str = "instance metadata";
-
-/// Threads that stage (write + fsync) the files of a one-shot round.
-/// Concurrent fsyncs share the filesystem's journal commits; 8 gave most of
-/// the gain for 500 files on ext4 (BENCHMARKS.md) without a thread per file.
-pub const STAGE_THREADS: usize = 8;
 
 /// Options of one round.
 #[derive(Clone, Copy, Debug, Default)]
@@ -444,47 +442,6 @@ impl Engine {
         })
     }
 
-    /// Stage every changed file (temp files next to their destinations),
-    /// in order, spread over [`STAGE_THREADS`] threads (each stage is an
-    /// `fsync`; concurrent ones share journal commits): a failure while
-    /// staging leaves every destination untouched.
-    fn stage_all(&self, rendered: &[SecretBytes]) -> Result<Vec<StagedFile>, SyncError> {
-        let chunk = rendered.len().div_ceil(STAGE_THREADS).max(1);
-        let stage_chunk = |start: usize, part: &[SecretBytes]| {
-            part.iter()
-                .enumerate()
-                .map(|(i, bytes)| {
-                    let target = self.target(start + i);
-                    write::stage(&target, bytes.expose()).map(|s| (start + i, target.path, s))
-                })
-                .collect::<Result<Vec<_>, WriteError>>()
-        };
-        let parts: Vec<Result<Vec<StagedFile>, WriteError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = rendered
-                .chunks(chunk)
-                .enumerate()
-                .map(|(n, part)| (n * chunk, scope.spawn(move || stage_chunk(n * chunk, part))))
-                .collect();
-            handles
-                .into_iter()
-                .map(|(start, h)| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(WriteError {
-                            path: self.target(start).path,
-                            action: "stage (the writer thread panicked)",
-                            source: std::io::Error::other("panic"),
-                        })
-                    })
-                })
-                .collect()
-        });
-        let mut staged = Vec::with_capacity(rendered.len());
-        for part in parts {
-            staged.extend(part?);
-        }
-        Ok(staged)
-    }
-
     /// Commit every staged file, then fsync each directory once (not once
     /// per file); files of a `rollback = true` group keep a backup of what
     /// they replaced.
@@ -510,7 +467,7 @@ impl Engine {
                         change
                     }
                     Err(e) => {
-                        sync_dirs(&unsynced)?;
+                        stage::sync_dirs(&unsynced)?;
                         return Err(e.into());
                     }
                 },
@@ -522,7 +479,7 @@ impl Engine {
             }
             files.push(FileOutcome { path, change });
         }
-        sync_dirs(&unsynced)?;
+        stage::sync_dirs(&unsynced)?;
         Ok((files, backups))
     }
 
@@ -553,11 +510,6 @@ impl Engine {
             Err(SyncError::Hooks(errors))
         }
     }
-}
-
-/// `fsync` the directory of each path (one path per directory).
-fn sync_dirs(paths: &[PathBuf]) -> Result<(), WriteError> {
-    paths.iter().try_for_each(|p| write::sync_parent_dir(p))
 }
 
 /// A secret to GET and the vault URL it resolved to this round.
