@@ -1,5 +1,5 @@
 //! kvsync-fake: a local Azure emulator for kvsync's development, tests, demo
-//! and benchmarks. Real loopback servers, following ../shared/PROTOCOL.md:
+//! and benchmarks. Real loopback servers, following docs/PROTOCOL.md:
 //!
 //! * Arc HIMDS over HTTP (the real 401 challenge flow, with `.key` files in a
 //!   token directory, single-use),
