@@ -18,17 +18,7 @@ use url::Url;
 const AUDIENCE: &str = "https://vault.azure.net";
 
 fn auth(method: AuthMethod) -> AuthConfig {
-    AuthConfig {
-        method,
-        client_id: None,
-        object_id: None,
-        resource_id: None,
-        identity_endpoint: None,
-        imds_endpoint: None,
-        authority_host: None,
-        audience: None,
-        test_arc_token_dir: None,
-    }
+    AuthConfig::with_method(method)
 }
 
 /// A loopback URL on which nothing listens (connections refused).

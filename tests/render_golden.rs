@@ -66,17 +66,7 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
             hook_timeout: Duration::from_secs(30),
             cert_expiry_warning: kvsync::config::DEFAULT_CERT_EXPIRY_WARNING,
         },
-        auth: AuthConfig {
-            method: AuthMethod::Auto,
-            client_id: None,
-            object_id: None,
-            resource_id: None,
-            identity_endpoint: None,
-            imds_endpoint: None,
-            authority_host: None,
-            audience: None,
-            test_arc_token_dir: None,
-        },
+        auth: AuthConfig::with_method(AuthMethod::Auto),
         tls: TlsConfig::default(),
         secrets: secrets
             .iter()

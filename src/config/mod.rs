@@ -121,6 +121,24 @@ pub struct AuthConfig {
     pub test_arc_token_dir: Option<PathBuf>,
 }
 
+impl AuthConfig {
+    /// An `[auth]` section with only `method` set: no selector, no endpoint
+    /// override, no explicit audience.
+    pub fn with_method(method: AuthMethod) -> Self {
+        Self {
+            method,
+            client_id: None,
+            object_id: None,
+            resource_id: None,
+            identity_endpoint: None,
+            imds_endpoint: None,
+            authority_host: None,
+            audience: None,
+            test_arc_token_dir: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct TlsConfig {
     /// Extra CA certificates (PEM) trusted in addition to the OS store and

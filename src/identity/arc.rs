@@ -333,17 +333,7 @@ mod tests {
     use crate::config::AuthMethod;
 
     fn auth() -> AuthConfig {
-        AuthConfig {
-            method: AuthMethod::Arc,
-            client_id: None,
-            object_id: None,
-            resource_id: None,
-            identity_endpoint: None,
-            imds_endpoint: None,
-            authority_host: None,
-            audience: None,
-            test_arc_token_dir: None,
-        }
+        AuthConfig::with_method(AuthMethod::Arc)
     }
 
     #[test]

@@ -329,17 +329,7 @@ mod tests {
     }
 
     fn auth() -> AuthConfig {
-        AuthConfig {
-            method: crate::config::AuthMethod::WorkloadIdentity,
-            client_id: None,
-            object_id: None,
-            resource_id: None,
-            identity_endpoint: None,
-            imds_endpoint: None,
-            authority_host: None,
-            audience: None,
-            test_arc_token_dir: None,
-        }
+        AuthConfig::with_method(crate::config::AuthMethod::WorkloadIdentity)
     }
 
     #[test]
