@@ -6,6 +6,12 @@
 //!   `SSL_CERT_FILE` and `[tls] ca_file`; honours `HTTPS_PROXY`/`NO_PROXY`
 //!   (and `ALL_PROXY`, lower-case spellings too) taken from the injected
 //!   [`Env`], never from ambient globals (see [`proxy_from_env`]).
+//!
+//! Also: [`metadata_probe_client`] (short timeouts, for the IMDS presence
+//! probe), the bounded backoff schedule shared by every retry loop
+//! ([`RetryPolicy`], [`RetryState`]), and helpers that describe transport
+//! failures without quoting URLs or headers ([`transport_detail`]) and read
+//! bodies with a size limit ([`read_body_limited`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,21 +46,32 @@ pub enum HttpSetupError {
 }
 
 pub fn metadata_client() -> Result<reqwest::Client, HttpSetupError> {
+    plain_client(METADATA_CONNECT_TIMEOUT, METADATA_REQUEST_TIMEOUT)
+}
+
+/// A plain-HTTP client without a proxy (the metadata endpoints).
+fn plain_client(connect: Duration, request: Duration) -> Result<reqwest::Client, HttpSetupError> {
     // reqwest is built with `rustls-no-provider`: every client needs a TLS
     // config even if it only speaks plain HTTP (building one without it
     // panics). Empty roots: the metadata endpoints are never HTTPS.
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| HttpSetupError::Tls(e.to_string()))?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+    let tls = client_tls(rustls::RootCertStore::empty())?;
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .no_proxy()
-        .connect_timeout(METADATA_CONNECT_TIMEOUT)
-        .timeout(METADATA_REQUEST_TIMEOUT)
+        .connect_timeout(connect)
+        .timeout(request)
         .build()?)
+}
+
+/// A rustls client config (ring provider, safe protocol versions) trusting
+/// `roots`.
+fn client_tls(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, HttpSetupError> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpSetupError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Connect timeout of the IMDS presence probe (PROTOCOL.md §2: "a short
@@ -67,18 +84,10 @@ pub const METADATA_PROBE_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Like [`metadata_client`], with the short timeouts of the IMDS presence
 /// probe. Never uses a proxy.
 pub fn metadata_probe_client() -> Result<reqwest::Client, HttpSetupError> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| HttpSetupError::Tls(e.to_string()))?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    Ok(reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .no_proxy()
-        .connect_timeout(METADATA_PROBE_CONNECT_TIMEOUT)
-        .timeout(METADATA_PROBE_REQUEST_TIMEOUT)
-        .build()?)
+    plain_client(
+        METADATA_PROBE_CONNECT_TIMEOUT,
+        METADATA_PROBE_REQUEST_TIMEOUT,
+    )
 }
 
 /// HTTPS client for Key Vault and Entra.
@@ -120,12 +129,7 @@ fn tls_config(env: &Env, ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
     if let Some(path) = ca_file {
         add_pem_file(&mut roots, path)?;
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| HttpSetupError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = client_tls(roots)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
