@@ -340,6 +340,17 @@ pub fn is_connection_refused(err: &reqwest::Error) -> bool {
     false
 }
 
+/// Whether an error code from a service answer is a short identifier
+/// (`invalid_request`, `ForbiddenByRbac`) and so safe to quote; anything
+/// else may echo input and is never put in a message.
+pub fn is_plain_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 /// Read a response body, refusing more than `limit` bytes.
 pub async fn read_body_limited(
     mut resp: reqwest::Response,

@@ -222,8 +222,7 @@ pub fn map_challenge_error(path: &Path, endpoint: &str, e: ChallengeError) -> Id
 pub(super) fn status_error(endpoint: &str, status: StatusCode, body: &[u8]) -> IdentityError {
     let code = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
-        .filter(|c| is_plain_code(c))
+        .and_then(|v| super::error_code(&v))
         .map(|c| format!(" ({c})"))
         .unwrap_or_default();
     let detail = match status.as_u16() {
@@ -238,15 +237,6 @@ pub(super) fn status_error(endpoint: &str, status: StatusCode, body: &[u8]) -> I
         code,
         detail: detail.to_owned(),
     }
-}
-
-/// Error codes are short identifiers; anything else is not echoed.
-pub(super) fn is_plain_code(code: &str) -> bool {
-    !code.is_empty()
-        && code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 fn resolve_endpoint(auth: &AuthConfig, env: &Env) -> Result<Url, IdentityError> {

@@ -119,6 +119,16 @@ impl IdentityError {
     }
 }
 
+/// The OAuth `error` code of an answer (`invalid_request`), when it is a
+/// plain identifier; the description is never quoted (it can echo input).
+fn error_code(answer: &serde_json::Value) -> Option<String> {
+    answer
+        .get("error")?
+        .as_str()
+        .filter(|c| crate::http::is_plain_code(c))
+        .map(str::to_owned)
+}
+
 /// Choose the token source for `auth` on this host. Explicit methods use
 /// only that source. `auto` picks Arc at once when it is detectable (env
 /// vars, config or the agent installed); otherwise the choice needs a

@@ -206,10 +206,7 @@ fn authority(auth: &AuthConfig, env: &Env) -> Result<Url, IdentityError> {
 /// An Entra error: quotes the `error` code and the AADSTS number only.
 pub fn entra_error(endpoint: &str, status: StatusCode, body: &[u8]) -> IdentityError {
     let json = serde_json::from_slice::<serde_json::Value>(body).ok();
-    let code = json
-        .as_ref()
-        .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
-        .filter(|c| super::arc::is_plain_code(c));
+    let code = json.as_ref().and_then(super::error_code);
     let aadsts = json.as_ref().and_then(aadsts_number);
     let parts: Vec<String> = code
         .into_iter()

@@ -155,21 +155,13 @@ pub fn error_codes(body: &[u8]) -> Vec<String> {
     for _ in 0..MAX_DEPTH {
         let Some(node) = cur else { break };
         if let Some(code) = node.get("code").and_then(Value::as_str)
-            && is_plain_code(code)
+            && crate::http::is_plain_code(code)
         {
             codes.push(code.to_owned());
         }
         cur = node.get("innererror");
     }
     codes
-}
-
-fn is_plain_code(code: &str) -> bool {
-    !code.is_empty()
-        && code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[cfg(test)]
