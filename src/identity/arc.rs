@@ -7,14 +7,13 @@
 //! and the status only.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use super::challenge::{self, ChallengeError};
-use super::{AccessToken, IdentityError, SourceInfo, TokenSource, token};
+use super::{AccessToken, IdentityError, SourceInfo, TokenSource};
 use crate::config::AuthConfig;
 use crate::env::Env;
 use crate::http::{RetryPolicy, RetryState};
@@ -182,22 +181,19 @@ impl ArcSource {
     /// A non-401 answer: 200 is a token, anything else an error.
     async fn finish(&self, resp: reqwest::Response) -> Result<AccessToken, IdentityError> {
         let status = resp.status();
-        let body = crate::http::read_body_limited(resp, MAX_TOKEN_RESPONSE_BYTES)
-            .await
-            .map_err(|e| match e {
-                crate::http::BodyError::TooLarge(_) => IdentityError::Malformed {
-                    endpoint: self.endpoint_str(),
-                    detail: "the answer is too large".to_owned(),
-                },
-                crate::http::BodyError::Transport(e) => self.transport_error(&e),
-            })?;
+        let endpoint = self.endpoint_str();
+        let body = super::read_answer(
+            resp,
+            MAX_TOKEN_RESPONSE_BYTES,
+            &endpoint,
+            "the answer",
+            |e| self.transport_error(e),
+        )
+        .await?;
         if status != StatusCode::OK {
-            return Err(status_error(&self.endpoint_str(), status, &body));
+            return Err(status_error(&endpoint, status, &body));
         }
-        token::parse(&body, SystemTime::now()).map_err(|e| IdentityError::Malformed {
-            endpoint: self.endpoint_str(),
-            detail: e.to_string(),
-        })
+        super::parse_token(&endpoint, &body)
     }
 }
 
@@ -287,20 +283,13 @@ impl TokenSource for ArcSource {
         let url = self.token_url(audience);
         let mut retry = RetryState::new(&self.retry);
         // Bounded: RetryState refuses after max_attempts.
-        loop {
-            let err = match self.attempt(&url).await {
-                Ok(token) => return Ok(token),
-                Err(e) => e,
-            };
-            if !retryable(&err) {
-                return Err(err);
-            }
-            let Some(wait) = retry.next_wait(None) else {
-                return Err(err);
-            };
-            tracing::debug!(endpoint = %self.endpoint, retry = retry.retries(), ?wait, "retrying HIMDS");
-            tokio::time::sleep(wait).await;
-        }
+        super::with_retries(
+            "HIMDS",
+            &self.endpoint,
+            || self.attempt(&url),
+            |e| retryable(e).then(|| retry.next_wait(None)).flatten(),
+        )
+        .await
     }
 
     fn info(&self) -> SourceInfo {

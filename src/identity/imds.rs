@@ -8,12 +8,12 @@
 //! covering the documented ~70 s window; other 4xx are final. Never logs or
 //! returns the token or the body of an answer (only the `error` code).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use url::Url;
 
-use super::{AccessToken, IdentityError, SourceInfo, TokenSource, token};
+use super::{AccessToken, IdentityError, SourceInfo, TokenSource};
 use crate::config::AuthConfig;
 use crate::http::{RetryPolicy, RetryState};
 
@@ -153,31 +153,21 @@ impl ImdsSource {
             .header("Metadata", "true")
             .send()
             .await
-            .map_err(|e| IdentityError::Unreachable {
-                endpoint: endpoint.clone(),
-                detail: crate::http::transport_detail(&e),
-            })?;
+            .map_err(|e| IdentityError::unreachable(&endpoint, &e))?;
         let status = resp.status();
         tracing::debug!(endpoint = %endpoint, status = status.as_u16(), "IMDS answered");
-        let body = crate::http::read_body_limited(resp, MAX_TOKEN_RESPONSE_BYTES)
-            .await
-            .map_err(|e| match e {
-                crate::http::BodyError::TooLarge(_) => IdentityError::Malformed {
-                    endpoint: endpoint.clone(),
-                    detail: "the answer is too large".to_owned(),
-                },
-                crate::http::BodyError::Transport(e) => IdentityError::Unreachable {
-                    endpoint: endpoint.clone(),
-                    detail: crate::http::transport_detail(&e),
-                },
-            })?;
+        let body = super::read_answer(
+            resp,
+            MAX_TOKEN_RESPONSE_BYTES,
+            &endpoint,
+            "the answer",
+            |e| IdentityError::unreachable(&endpoint, e),
+        )
+        .await?;
         if status != StatusCode::OK {
             return Err(self.status_error(&endpoint, status, &body));
         }
-        token::parse(&body, SystemTime::now()).map_err(|e| IdentityError::Malformed {
-            endpoint,
-            detail: e.to_string(),
-        })
+        super::parse_token(&endpoint, &body)
     }
 
     /// Like HIMDS errors, but a 400 names the selector (it is an id, not a
@@ -233,12 +223,11 @@ impl TokenSource for ImdsSource {
         let mut retry = RetryState::new(&self.retry);
         let mut gone = RetryState::new(&self.gone);
         // Bounded: each RetryState refuses after its attempts or budget.
-        loop {
-            let err = match self.attempt(&url).await {
-                Ok(token) => return Ok(token),
-                Err(e) => e,
-            };
-            let wait = match &err {
+        super::with_retries(
+            "IMDS",
+            &self.base,
+            || self.attempt(&url),
+            |err| match err {
                 IdentityError::Status { status: 410, .. } => gone.next_wait(None),
                 IdentityError::Status { status, .. }
                     if matches!(*status, 404 | 429 | 500..=599) =>
@@ -246,14 +235,10 @@ impl TokenSource for ImdsSource {
                     retry.next_wait(None)
                 }
                 IdentityError::Unreachable { .. } => retry.next_wait(None),
-                _ => return Err(err),
-            };
-            let Some(wait) = wait else {
-                return Err(err);
-            };
-            tracing::debug!(endpoint = %self.base, ?wait, "retrying IMDS");
-            tokio::time::sleep(wait).await;
-        }
+                _ => None,
+            },
+        )
+        .await
     }
 
     fn info(&self) -> SourceInfo {

@@ -31,26 +31,21 @@ pub async fn fetch(http: &reqwest::Client, url: &Url) -> Result<serde_json::Valu
     let mut endpoint = url.clone();
     endpoint.set_query(None);
     let endpoint = endpoint.to_string();
-    let unreachable = |e: &reqwest::Error| IdentityError::Unreachable {
-        endpoint: endpoint.clone(),
-        detail: crate::http::transport_detail(e),
-    };
     let resp = http
         .get(url.clone())
         .header("Metadata", "true")
         .send()
         .await
-        .map_err(|e| unreachable(&e))?;
+        .map_err(|e| IdentityError::unreachable(&endpoint, &e))?;
     let status = resp.status();
-    let body = crate::http::read_body_limited(resp, MAX_INSTANCE_BYTES)
-        .await
-        .map_err(|e| match e {
-            crate::http::BodyError::TooLarge(_) => IdentityError::Malformed {
-                endpoint: endpoint.clone(),
-                detail: "the instance metadata is too large".to_owned(),
-            },
-            crate::http::BodyError::Transport(e) => unreachable(&e),
-        })?;
+    let body = super::read_answer(
+        resp,
+        MAX_INSTANCE_BYTES,
+        &endpoint,
+        "the instance metadata",
+        |e| IdentityError::unreachable(&endpoint, e),
+    )
+    .await?;
     if !status.is_success() {
         return Err(super::arc::status_error(&endpoint, status, &body));
     }

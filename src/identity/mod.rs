@@ -6,7 +6,8 @@
 //! before expiry, and never logged: [`AccessToken`] prints as `[REDACTED]`.
 //! The metadata endpoints (HIMDS, IMDS) are always reached directly, never
 //! through a proxy. Instance metadata ([`instance`]) comes from the same
-//! endpoint as the token.
+//! endpoint as the token. The sources share the bounded answer reading,
+//! token parsing, error-code quoting and retry loop defined here.
 
 pub mod arc;
 pub mod audience;
@@ -116,6 +117,73 @@ impl IdentityError {
             IdentityError::Malformed { .. } => true,
             _ => false,
         }
+    }
+}
+
+impl IdentityError {
+    /// `endpoint` could not be reached (`e` described without its URL).
+    fn unreachable(endpoint: &str, e: &reqwest::Error) -> Self {
+        IdentityError::Unreachable {
+            endpoint: endpoint.to_owned(),
+            detail: crate::http::transport_detail(e),
+        }
+    }
+}
+
+/// Read an identity endpoint's answer, at most `limit` bytes: a larger one
+/// is `Malformed` ("{what} is too large"), a transport failure is mapped by
+/// `transport`.
+async fn read_answer(
+    resp: reqwest::Response,
+    limit: usize,
+    endpoint: &str,
+    what: &str,
+    transport: impl FnOnce(&reqwest::Error) -> IdentityError,
+) -> Result<Vec<u8>, IdentityError> {
+    crate::http::read_body_limited(resp, limit)
+        .await
+        .map_err(|e| match e {
+            crate::http::BodyError::TooLarge(_) => IdentityError::Malformed {
+                endpoint: endpoint.to_owned(),
+                detail: format!("{what} is too large"),
+            },
+            crate::http::BodyError::Transport(e) => transport(&e),
+        })
+}
+
+/// A 200 token answer from `endpoint`, parsed now (errors name fields only).
+fn parse_token(endpoint: &str, body: &[u8]) -> Result<AccessToken, IdentityError> {
+    token::parse(body, SystemTime::now()).map_err(|e| IdentityError::Malformed {
+        endpoint: endpoint.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Run `attempt` until it succeeds or `next_wait` (asked about each
+/// failure) returns `None`, sleeping the wait it returns in between. The
+/// caller's [`crate::http::RetryState`]s inside `next_wait` bound the loop.
+async fn with_retries<F, Fut>(
+    service: &'static str,
+    endpoint: &url::Url,
+    mut attempt: F,
+    mut next_wait: impl FnMut(&IdentityError) -> Option<std::time::Duration>,
+) -> Result<AccessToken, IdentityError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<AccessToken, IdentityError>>,
+{
+    let mut retry = 0u32;
+    loop {
+        let err = match attempt().await {
+            Ok(token) => return Ok(token),
+            Err(e) => e,
+        };
+        let Some(wait) = next_wait(&err) else {
+            return Err(err);
+        };
+        retry += 1;
+        tracing::debug!(service, endpoint = %endpoint, retry, ?wait, "retrying the token request");
+        tokio::time::sleep(wait).await;
     }
 }
 

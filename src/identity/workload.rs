@@ -13,13 +13,12 @@
 
 use std::io::Read as _;
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use super::{AccessToken, IdentityError, SourceInfo, TokenSource, token};
+use super::{AccessToken, IdentityError, SourceInfo, TokenSource};
 use crate::config::AuthConfig;
 use crate::env::Env;
 use crate::http::{RetryPolicy, RetryState};
@@ -143,10 +142,6 @@ impl WorkloadSource {
     async fn attempt(&self, endpoint: &Url, audience: &str) -> Result<AccessToken, IdentityError> {
         let shown = endpoint.to_string();
         let body = self.form(&self.read_assertion()?, audience);
-        let unreachable = |e: &reqwest::Error| IdentityError::Unreachable {
-            endpoint: shown.clone(),
-            detail: crate::http::transport_detail(e),
-        };
         let resp = self
             .http
             .post(endpoint.clone())
@@ -158,25 +153,17 @@ impl WorkloadSource {
             .body(body.expose_secret().to_owned())
             .send()
             .await
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|e| IdentityError::unreachable(&shown, &e))?;
         let status = resp.status();
         tracing::debug!(endpoint = %shown, status = status.as_u16(), "Entra ID answered");
-        let bytes = crate::http::read_body_limited(resp, MAX_TOKEN_RESPONSE_BYTES)
-            .await
-            .map_err(|e| match e {
-                crate::http::BodyError::TooLarge(_) => IdentityError::Malformed {
-                    endpoint: shown.clone(),
-                    detail: "the answer is too large".to_owned(),
-                },
-                crate::http::BodyError::Transport(e) => unreachable(&e),
-            })?;
+        let bytes = super::read_answer(resp, MAX_TOKEN_RESPONSE_BYTES, &shown, "the answer", |e| {
+            IdentityError::unreachable(&shown, e)
+        })
+        .await?;
         if status != StatusCode::OK {
             return Err(entra_error(&shown, status, &bytes));
         }
-        token::parse(&bytes, SystemTime::now()).map_err(|e| IdentityError::Malformed {
-            endpoint: shown,
-            detail: e.to_string(),
-        })
+        super::parse_token(&shown, &bytes)
     }
 }
 
@@ -269,20 +256,13 @@ impl TokenSource for WorkloadSource {
         let endpoint = self.endpoint()?;
         let mut retry = RetryState::new(&self.retry);
         // Bounded: RetryState refuses after max_attempts.
-        loop {
-            let err = match self.attempt(&endpoint, audience).await {
-                Ok(token) => return Ok(token),
-                Err(e) => e,
-            };
-            if !retryable(&err) {
-                return Err(err);
-            }
-            let Some(wait) = retry.next_wait(None) else {
-                return Err(err);
-            };
-            tracing::debug!(endpoint = %endpoint, ?wait, "retrying Entra ID");
-            tokio::time::sleep(wait).await;
-        }
+        super::with_retries(
+            "Entra ID",
+            &endpoint,
+            || self.attempt(&endpoint, audience),
+            |e| retryable(e).then(|| retry.next_wait(None)).flatten(),
+        )
+        .await
     }
 
     fn info(&self) -> SourceInfo {
