@@ -90,6 +90,30 @@ struct FileCx<'a> {
 }
 
 impl FileCx<'_> {
+    /// A shell command key (`on_change`, `verify`): an empty one is an
+    /// error (omitting the key means `absent`).
+    fn command(
+        &self,
+        v: &Option<Spanned<String>>,
+        field: &str,
+        absent: &str,
+        p: &mut Problems,
+    ) -> Option<String> {
+        match v {
+            Some(v) if v.get_ref().trim().is_empty() => {
+                p.at(
+                    v,
+                    self.k(field),
+                    format!(
+                        "expected a command, found an empty string (omit the key for {absent})"
+                    ),
+                );
+                None
+            }
+            other => other.as_ref().map(|v| v.get_ref().clone()),
+        }
+    }
+
     fn k(&self, field: &str) -> String {
         format!("{}.{field}", self.key)
     }
@@ -132,30 +156,10 @@ impl FileCx<'_> {
         let dir_mode = mode(&f.dir_mode, &self.k("dir_mode"), DEFAULT_DIR_MODE, p);
         let owner = id(&f.owner, &self.k("owner"), IdKind::User, p);
         let group = id(&f.group, &self.k("group"), IdKind::Group, p);
-        let on_change = match &f.on_change {
-            Some(v) if v.get_ref().trim().is_empty() => {
-                p.at(
-                    v,
-                    self.k("on_change"),
-                    "expected a command, found an empty string (omit the key for no hook)",
-                );
-                None
-            }
-            other => other.as_ref().map(|v| v.get_ref().clone()),
-        };
+        let on_change = self.command(&f.on_change, "on_change", "no hook", p);
         let source = source?;
         let (pfx_password, pfx_legacy) = self.pfx_options(f, &source, p);
-        let verify = match &f.verify {
-            Some(v) if v.get_ref().trim().is_empty() => {
-                p.at(
-                    v,
-                    self.k("verify"),
-                    "expected a command, found an empty string (omit the key for no check)",
-                );
-                None
-            }
-            other => other.as_ref().map(|v| v.get_ref().clone()),
-        };
+        let verify = self.command(&f.verify, "verify", "no check", p);
         Some(FileSpec {
             path: path?,
             source,

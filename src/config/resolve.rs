@@ -213,6 +213,17 @@ fn concurrency(v: &Option<Spanned<i64>>, p: &mut Problems) -> usize {
     }
 }
 
+/// `url` names a host and nothing more: no credentials, path, query or
+/// fragment.
+pub(super) fn bare_origin(url: &Url) -> bool {
+    url.host_str().is_some_and(|h| !h.is_empty())
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.path() == "/"
+}
+
 /// An `https://` URL naming a host, without credentials, query or fragment.
 pub fn https_url(v: &Spanned<String>, key: &str, p: &mut Problems) -> Option<Url> {
     let expected = "expected an https:// URL such as \"https://myvault.vault.azure.net\"";
@@ -234,13 +245,7 @@ pub fn https_url(v: &Spanned<String>, key: &str, p: &mut Problems) -> Option<Url
         );
         return None;
     }
-    if url.host_str().is_none_or(str::is_empty)
-        || !url.username().is_empty()
-        || url.password().is_some()
-        || url.query().is_some()
-        || url.fragment().is_some()
-        || url.path() != "/"
-    {
+    if !bare_origin(&url) {
         p.at(
             v,
             key,

@@ -160,13 +160,7 @@ fn validate(text: &str, audience: Option<&str>) -> Result<Url, String> {
     if url.scheme() != "https" {
         return Err("not an https:// URL".to_owned());
     }
-    if url.host_str().is_none_or(str::is_empty)
-        || !url.username().is_empty()
-        || url.password().is_some()
-        || url.query().is_some()
-        || url.fragment().is_some()
-        || url.path() != "/"
-    {
+    if !crate::config::resolve::bare_origin(&url) {
         return Err(
             "expected https://<host> with no path, query, fragment or credentials".to_owned(),
         );
