@@ -28,8 +28,6 @@ pub const DEFAULT_ENDPOINT: &str = "http://localhost:40342/metadata/identity/oau
 pub const TOKEN_DIR: &str = "/var/opt/azcmagent/tokens";
 /// The Arc agent's token directory below `%ProgramData%` (PROTOCOL.md §1).
 pub const WINDOWS_TOKEN_SUBDIR: &str = r"AzureConnectedMachineAgent\Tokens";
-/// Largest challenge file we read (PROTOCOL.md §1, all SDKs agree).
-pub const MAX_CHALLENGE_FILE_BYTES: u64 = challenge::MAX_CHALLENGE_FILE_BYTES;
 /// Largest token answer we read; real ones are ~2 KiB.
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 
@@ -171,11 +169,8 @@ impl ArcSource {
             .map_err(|_| malformed("the WWW-Authenticate header is not text"))?;
         let path = challenge::parse_realm(header)
             .ok_or_else(|| malformed("the WWW-Authenticate header is not `Basic realm=<path>`"))?;
-        challenge::read_key(&path, &self.token_dir).map_err(|e| self.challenge_error(&path, e))
-    }
-
-    fn challenge_error(&self, path: &Path, e: ChallengeError) -> IdentityError {
-        map_challenge_error(path, &self.endpoint_str(), e)
+        challenge::read_key(&path, &self.token_dir)
+            .map_err(|e| map_challenge_error(&path, &self.endpoint_str(), e))
     }
 
     /// A non-401 answer: 200 is a token, anything else an error.
