@@ -282,26 +282,28 @@ pub fn vault_label(vault: &Url) -> String {
 /// `{vault}/secrets/{name}/?api-version=` (latest: trailing slash, as the
 /// SDKs send) or `{vault}/secrets/{name}/{version}?api-version=`.
 pub fn secret_url(vault: &Url, name: &str, version: Option<&str>) -> Option<Url> {
+    vault_url(vault, &["secrets", name, version.unwrap_or("")])
+}
+
+fn list_url(vault: &Url) -> Option<Url> {
+    let mut url = vault_url(vault, &["secrets"])?;
+    url.query_pairs_mut()
+        .append_pair("maxresults", &LIST_PAGE_SIZE.to_string());
+    Some(url)
+}
+
+/// `{vault}/{segments...}?api-version=` (each segment percent-encoded);
+/// `None` when the vault URL cannot carry a path.
+fn vault_url(vault: &Url, segments: &[&str]) -> Option<Url> {
     let mut url = vault.clone();
     url.set_query(None);
     url.set_fragment(None);
     url.path_segments_mut()
         .ok()?
         .pop_if_empty()
-        .extend(["secrets", name, version.unwrap_or("")]);
+        .extend(segments);
     url.query_pairs_mut()
         .append_pair("api-version", API_VERSION);
-    Some(url)
-}
-
-fn list_url(vault: &Url) -> Option<Url> {
-    let mut url = vault.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut().ok()?.pop_if_empty().push("secrets");
-    url.query_pairs_mut()
-        .append_pair("api-version", API_VERSION)
-        .append_pair("maxresults", &LIST_PAGE_SIZE.to_string());
     Some(url)
 }
 
