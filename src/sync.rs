@@ -30,8 +30,8 @@ use crate::vault::{SecretBundle, VaultClient, VaultError};
 use crate::write::{self, Change, Target, WriteError};
 use url::Url;
 
-/// Seconds per day (for "days left" in expiry warnings).
-const SECS_PER_DAY: i64 = 24 * 3600;
+/// Seconds per day (for "days left" in expiry warnings and `check --online`).
+pub const SECS_PER_DAY: i64 = 24 * 3600;
 
 /// Seconds since the Unix epoch (0 before it).
 pub fn unix_now() -> i64 {
