@@ -323,15 +323,6 @@ impl Engine {
         out
     }
 
-    /// Render file number `index`.
-    pub fn render_one(
-        &self,
-        index: usize,
-        ctx: &render::Context,
-    ) -> Result<SecretBytes, RenderError> {
-        self.renderer.render(index, ctx)
-    }
-
     /// The template context of a round, built once ([`Renderer::prepare`]).
     pub fn prepare(&self, ctx: &render::Context) -> render::Prepared {
         self.renderer.prepare(ctx)
@@ -569,8 +560,7 @@ pub fn roll_back(command: &str, changed: &[PathBuf], backups: &mut Backups) {
 
 /// Distinct hook commands (first-appearance order) → changed paths.
 pub fn hook_groups(config: &Config, files: &[FileOutcome]) -> Vec<(String, Vec<PathBuf>)> {
-    let mut order: Vec<String> = Vec::new();
-    let mut groups: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
     for (spec, outcome) in config.files.iter().zip(files) {
         let Some(command) = &spec.on_change else {
             continue;
@@ -578,16 +568,11 @@ pub fn hook_groups(config: &Config, files: &[FileOutcome]) -> Vec<(String, Vec<P
         if !outcome.change.is_change() {
             continue;
         }
-        if !groups.contains_key(command) {
-            order.push(command.clone());
+        let path = outcome.path.clone();
+        match groups.iter_mut().find(|(c, _)| c == command) {
+            Some((_, paths)) => paths.push(path),
+            None => groups.push((command.clone(), vec![path])),
         }
-        groups
-            .entry(command.clone())
-            .or_default()
-            .push(outcome.path.clone());
     }
-    order
-        .into_iter()
-        .filter_map(|c| groups.remove(&c).map(|paths| (c, paths)))
-        .collect()
+    groups
 }
