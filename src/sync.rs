@@ -302,12 +302,16 @@ impl Engine {
         let mut out = Vec::new();
         for (alias, c) in &ctx.certs {
             let left = c.not_after_unix.saturating_sub(now);
-            let first_time = self
-                .expiry_warned
-                .lock()
-                .map(|mut warned| warned.insert(c.thumbprint.clone()))
-                .unwrap_or(true);
-            if left <= window && first_time {
+            // Marked as warned only once inside the window: a certificate
+            // first seen with plenty of time left still warns when it gets
+            // close (the agent keeps the same version for months).
+            let first_time = || {
+                self.expiry_warned
+                    .lock()
+                    .map(|mut warned| warned.insert(c.thumbprint.clone()))
+                    .unwrap_or(true)
+            };
+            if left <= window && first_time() {
                 let days = left.div_euclid(SECS_PER_DAY);
                 tracing::warn!(
                     alias = %alias,
