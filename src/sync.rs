@@ -1,11 +1,17 @@
-//! One sync round: fetch every declared secret → render every file → write
-//! the changed ones → run each distinct `on_change` hook once.
+//! The sync [`Engine`]: fetch every declared secret (instance metadata
+//! first when used) → normalise certificates → render every file → stage
+//! the changed ones (`sync/stage.rs`) → run their `verify` commands → commit →
+//! run each distinct `on_change` hook once. [`Engine::once`] is the
+//! one-shot round; the agent's rounds (`agent::round`) use the same steps
+//! per hook group, with [`changes`] deciding which secrets to GET.
 //!
 //! Invariants (SPEC.md "Writing files"):
 //! * every file is rendered before any is written; in a one-shot round, a
-//!   single fetch or render failure means nothing is written;
+//!   single fetch, certificate, render or verify failure means nothing is
+//!   written;
 //! * hooks run only after all changed files of the round are in place, each
 //!   distinct command once, with `KVSYNC_CHANGED` listing its changed files;
+//!   a failed hook restores the `rollback = true` files of its group;
 //! * nothing here prints a secret value: outcomes name paths and changes only.
 
 pub mod changes;
