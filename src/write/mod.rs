@@ -225,10 +225,6 @@ impl Staged {
         self.change
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     /// Rename over the destination and fsync the directory (or fix the
     /// metadata in place).
     pub fn commit(self) -> Result<Change, WriteError> {
