@@ -456,9 +456,7 @@ impl Engine {
         for (index, path, candidate) in staged {
             let change = match candidate {
                 Some(candidate) if self.config.files[index].rollback => {
-                    let (change, backup) = candidate.commit_with_backup()?;
-                    backups.insert(path.clone(), (backup, self.config.files[index].dir_mode));
-                    change
+                    commit_with_backup(candidate, self.config.files[index].dir_mode, &mut backups)?
                 }
                 Some(candidate) => match candidate.commit_without_dir_sync() {
                     Ok(change) => {
@@ -525,6 +523,18 @@ type StagedFile = (usize, PathBuf, Option<write::Staged>);
 /// What `rollback = true` files replaced this round: destination →
 /// (backup, dir_mode).
 pub type Backups = BTreeMap<PathBuf, (write::Backup, u32)>;
+
+/// Commit `candidate` of a `rollback = true` file, keeping what it replaced
+/// in `backups` (restored with `dir_mode` if its hook fails).
+pub fn commit_with_backup(
+    candidate: write::Staged,
+    dir_mode: u32,
+    backups: &mut Backups,
+) -> Result<Change, WriteError> {
+    let (change, backup) = candidate.commit_with_backup()?;
+    backups.insert(backup.path.clone(), (backup, dir_mode));
+    Ok(change)
+}
 
 /// Runs one file's `verify`; the error names the file and the command.
 pub async fn verify_one(
