@@ -4,11 +4,15 @@
 //! The pipeline, one module per stage:
 //!
 //! ```text
-//! config ──► identity ──► vault ──► render ──► write ──► hooks
-//! (check)    (token)      (fetch)   (bytes)    (atomic)  (on_change)
+//! config ──► identity ──► vault ──► certs ──► render ──► write ──► hooks
+//! (check)    (token)      (fetch)   (PEM/PFX) (bytes)    (atomic)  (verify,
+//!                                                                  on_change)
 //! ```
 //!
-//! [`sync`] runs one round of it. Invariants that hold across stages:
+//! [`sync`] runs one round of it (`kvsync once`: all or nothing); [`agent`]
+//! repeats it (`kvsync run`: per hook group, with list-based change
+//! detection in [`sync::changes`]); [`commands`] wraps both for `main`.
+//! Invariants that hold across stages:
 //!
 //! * Secret values and tokens live in [`secrecy::SecretString`] (or
 //!   [`secret::SecretBytes`]) and never reach a log line, an error message or

@@ -1,11 +1,17 @@
-//! One sync round: fetch every declared secret → render every file → write
-//! the changed ones → run each distinct `on_change` hook once.
+//! The sync [`Engine`]: fetch every declared secret (instance metadata
+//! first when used) → normalise certificates → render every file → stage
+//! the changed ones (`sync/stage.rs`) → run their `verify` commands → commit →
+//! run each distinct `on_change` hook once. [`Engine::once`] is the
+//! one-shot round; the agent's rounds (`agent::round`) use the same steps
+//! per hook group, with [`changes`] deciding which secrets to GET.
 //!
 //! Invariants (SPEC.md "Writing files"):
 //! * every file is rendered before any is written; in a one-shot round, a
-//!   single fetch or render failure means nothing is written;
+//!   single fetch, certificate, render or verify failure means nothing is
+//!   written;
 //! * hooks run only after all changed files of the round are in place, each
 //!   distinct command once, with `KVSYNC_CHANGED` listing its changed files;
+//!   a failed hook restores the `rollback = true` files of its group;
 //! * nothing here prints a secret value: outcomes name paths and changes only.
 
 pub mod changes;
@@ -30,8 +36,8 @@ use crate::vault::{SecretBundle, VaultClient, VaultError};
 use crate::write::{self, Change, Target, WriteError};
 use url::Url;
 
-/// Seconds per day (for "days left" in expiry warnings).
-const SECS_PER_DAY: i64 = 24 * 3600;
+/// Seconds per day (for "days left" in expiry warnings and `check --online`).
+pub const SECS_PER_DAY: i64 = 24 * 3600;
 
 /// Seconds since the Unix epoch (0 before it).
 pub fn unix_now() -> i64 {
@@ -302,12 +308,16 @@ impl Engine {
         let mut out = Vec::new();
         for (alias, c) in &ctx.certs {
             let left = c.not_after_unix.saturating_sub(now);
-            let first_time = self
-                .expiry_warned
-                .lock()
-                .map(|mut warned| warned.insert(c.thumbprint.clone()))
-                .unwrap_or(true);
-            if left <= window && first_time {
+            // Marked as warned only once inside the window: a certificate
+            // first seen with plenty of time left still warns when it gets
+            // close (the agent keeps the same version for months).
+            let first_time = || {
+                self.expiry_warned
+                    .lock()
+                    .map(|mut warned| warned.insert(c.thumbprint.clone()))
+                    .unwrap_or(true)
+            };
+            if left <= window && first_time() {
                 let days = left.div_euclid(SECS_PER_DAY);
                 tracing::warn!(
                     alias = %alias,
@@ -321,15 +331,6 @@ impl Engine {
             out.push((alias.clone(), c.not_after_unix));
         }
         out
-    }
-
-    /// Render file number `index`.
-    pub fn render_one(
-        &self,
-        index: usize,
-        ctx: &render::Context,
-    ) -> Result<SecretBytes, RenderError> {
-        self.renderer.render(index, ctx)
     }
 
     /// The template context of a round, built once ([`Renderer::prepare`]).
@@ -455,9 +456,7 @@ impl Engine {
         for (index, path, candidate) in staged {
             let change = match candidate {
                 Some(candidate) if self.config.files[index].rollback => {
-                    let (change, backup) = candidate.commit_with_backup()?;
-                    backups.insert(path.clone(), (backup, self.config.files[index].dir_mode));
-                    change
+                    commit_with_backup(candidate, self.config.files[index].dir_mode, &mut backups)?
                 }
                 Some(candidate) => match candidate.commit_without_dir_sync() {
                     Ok(change) => {
@@ -525,6 +524,18 @@ type StagedFile = (usize, PathBuf, Option<write::Staged>);
 /// (backup, dir_mode).
 pub type Backups = BTreeMap<PathBuf, (write::Backup, u32)>;
 
+/// Commit `candidate` of a `rollback = true` file, keeping what it replaced
+/// in `backups` (restored with `dir_mode` if its hook fails).
+pub fn commit_with_backup(
+    candidate: write::Staged,
+    dir_mode: u32,
+    backups: &mut Backups,
+) -> Result<Change, WriteError> {
+    let (change, backup) = candidate.commit_with_backup()?;
+    backups.insert(backup.path.clone(), (backup, dir_mode));
+    Ok(change)
+}
+
 /// Runs one file's `verify`; the error names the file and the command.
 pub async fn verify_one(
     command: &str,
@@ -569,8 +580,7 @@ pub fn roll_back(command: &str, changed: &[PathBuf], backups: &mut Backups) {
 
 /// Distinct hook commands (first-appearance order) → changed paths.
 pub fn hook_groups(config: &Config, files: &[FileOutcome]) -> Vec<(String, Vec<PathBuf>)> {
-    let mut order: Vec<String> = Vec::new();
-    let mut groups: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
     for (spec, outcome) in config.files.iter().zip(files) {
         let Some(command) = &spec.on_change else {
             continue;
@@ -578,16 +588,11 @@ pub fn hook_groups(config: &Config, files: &[FileOutcome]) -> Vec<(String, Vec<P
         if !outcome.change.is_change() {
             continue;
         }
-        if !groups.contains_key(command) {
-            order.push(command.clone());
+        let path = outcome.path.clone();
+        match groups.iter_mut().find(|(c, _)| c == command) {
+            Some((_, paths)) => paths.push(path),
+            None => groups.push((command.clone(), vec![path])),
         }
-        groups
-            .entry(command.clone())
-            .or_default()
-            .push(outcome.path.clone());
     }
-    order
-        .into_iter()
-        .filter_map(|c| groups.remove(&c).map(|paths| (c, paths)))
-        .collect()
+    groups
 }

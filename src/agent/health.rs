@@ -15,6 +15,10 @@ use tokio::net::TcpListener;
 
 use super::metrics::Metrics;
 
+/// Pause after a failed `accept()` (e.g. out of file descriptors) so a
+/// persistent error cannot spin the CPU.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(250);
+
 /// What `/healthz` reports on.
 pub struct Health {
     inner: Mutex<HealthState>,
@@ -93,8 +97,14 @@ pub async fn serve(
     tracing::info!(%addr, "serving /healthz and /metrics");
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // E.g. EMFILE: pause instead of spinning on accept().
+                    tracing::debug!(error = %e, "health endpoint accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let (health, metrics) = (health.clone(), metrics.clone());

@@ -35,7 +35,6 @@ pub struct Metrics {
     pub token_expiry: TimeGauge,
     pub secret_expiry: Family<Labels, TimeGauge>,
     pub certificate_expiry: Family<Labels, TimeGauge>,
-    pub requests: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -57,7 +56,6 @@ impl Metrics {
             token_expiry: TimeGauge::default(),
             secret_expiry: Family::default(),
             certificate_expiry: Family::default(),
-            requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register("rounds", "Sync rounds by result", m.rounds.clone());

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::hooks;
-use crate::sync::{Backups, Engine, SyncError, roll_back, verify_one};
+use crate::sync::{Backups, Engine, SyncError, commit_with_backup, roll_back, verify_one};
 use crate::write::{self, Change};
 
 use super::metrics::Metrics;
@@ -220,10 +220,7 @@ impl Group<'_> {
         for (index, path, candidate) in staged {
             let spec = &files[index];
             let committed = match candidate {
-                Some(c) if spec.rollback => c.commit_with_backup().map(|(change, backup)| {
-                    self.backups.insert(path.clone(), (backup, spec.dir_mode));
-                    change
-                }),
+                Some(c) if spec.rollback => commit_with_backup(c, spec.dir_mode, self.backups),
                 Some(c) => c.commit(),
                 None => Ok(Change::Unchanged),
             };

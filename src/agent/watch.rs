@@ -5,7 +5,7 @@
 //! changes.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -83,9 +83,4 @@ impl ConfigWatcher {
             }
         }
     }
-}
-
-/// For messages.
-pub fn describe(path: &Path) -> String {
-    path.display().to_string()
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::commands::{EXIT_OK, EXIT_SYNC_FAILED, EXIT_USAGE};
-use crate::sync::{Engine, unix_now};
+use crate::sync::{Engine, SECS_PER_DAY, unix_now};
 
 pub fn run(path: &Path) -> u8 {
     let config = match crate::config::load(path) {
@@ -93,9 +93,6 @@ pub async fn online(engine: &Engine) -> u8 {
         EXIT_OK
     }
 }
-
-/// Seconds per day ("days left").
-const SECS_PER_DAY: i64 = 24 * 3600;
 
 /// A Unix time as RFC 3339 (UTC), or `none` when absent.
 fn time_or(t: Option<i64>, none: &str) -> String {

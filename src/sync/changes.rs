@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use super::{Engine, FetchErrors, Job};
+use super::{Engine, FetchErrors, Job, unix_now};
 use crate::config::SecretSpec;
 use crate::render;
 use crate::vault::{LIST_PAGE_SIZE, SecretBundle, SecretListItem, VaultError, vault_label};
@@ -276,13 +276,6 @@ fn unchanged(cached: &Cached, item: &SecretListItem) -> bool {
         }
         _ => false,
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -142,17 +142,24 @@ fn metadata_matches(target: &Target, meta: &std::fs::Metadata) -> bool {
 
 /// What writing `bytes` to `target` would do, without doing it.
 pub fn plan(target: &Target, bytes: &[u8]) -> Result<Change, WriteError> {
+    decide(target, bytes).map(|(change, _)| change)
+}
+
+/// The change writing `bytes` to `target` makes, and the owner of the
+/// regular file it replaces (kept unless `target` sets one).
+fn decide(target: &Target, bytes: &[u8]) -> Result<(Change, Option<(u32, u32)>), WriteError> {
     Ok(match existing(&target.path)? {
-        Existing::Missing => Change::Created,
-        Existing::Replaceable => Change::Updated,
+        Existing::Missing => (Change::Created, None),
+        Existing::Replaceable => (Change::Updated, None),
         Existing::Regular { mut file, meta } => {
-            if !same_bytes(&mut file, meta.len(), bytes, &target.path)? {
+            let change = if !same_bytes(&mut file, meta.len(), bytes, &target.path)? {
                 Change::Updated
             } else if metadata_matches(target, &meta) {
                 Change::Unchanged
             } else {
                 Change::Metadata
-            }
+            };
+            (change, Some((meta.uid(), meta.gid())))
         }
     })
 }
@@ -223,10 +230,6 @@ impl Staged {
 
     pub fn change(&self) -> Change {
         self.change
-    }
-
-    pub fn target(&self) -> &Target {
-        &self.target
     }
 
     /// Rename over the destination and fsync the directory (or fix the
@@ -368,24 +371,18 @@ fn create_candidate(dir: &Path, dest: &Path) -> Result<tempfile::NamedTempFile, 
 /// change is fixed in place by [`Staged::commit`].
 pub fn stage(target: &Target, bytes: &[u8]) -> Result<Option<Staged>, WriteError> {
     let path = &target.path;
-    let (change, keep) = match existing(path)? {
-        Existing::Missing => (Change::Created, None),
-        Existing::Replaceable => (Change::Updated, None),
-        Existing::Regular { mut file, meta } => {
-            let keep = Some((meta.uid(), meta.gid()));
-            if !same_bytes(&mut file, meta.len(), bytes, path)? {
-                (Change::Updated, keep)
-            } else if metadata_matches(target, &meta) {
-                return Ok(None);
-            } else {
-                return Ok(Some(Staged {
-                    target: target.clone(),
-                    change: Change::Metadata,
-                    action: Action::Fix,
-                }));
-            }
+    let (change, keep) = decide(target, bytes)?;
+    match change {
+        Change::Unchanged => return Ok(None),
+        Change::Metadata => {
+            return Ok(Some(Staged {
+                target: target.clone(),
+                change,
+                action: Action::Fix,
+            }));
         }
-    };
+        Change::Created | Change::Updated => {}
+    }
     create_parents(path, target.dir_mode)?;
     let mut tmp = create_candidate(parent_dir(path), path)?;
     tmp.write_all(bytes)
