@@ -252,13 +252,20 @@ fn assemble(
     let key_pem = pem::encode("PRIVATE KEY", &key.pkcs8);
     let mut all: Vec<&[u8]> = vec![&leaf.der];
     all.extend_from_slice(chain);
-    let pfx = pkcs12::write(&key.pkcs8, &all, &local_key_id(&leaf.der), None, false)?;
+    // The PFX holds the private key: wipe it once encoded.
+    let pfx = Zeroizing::new(pkcs12::write(
+        &key.pkcs8,
+        &all,
+        &local_key_id(&leaf.der),
+        None,
+        false,
+    )?);
     Ok(CertMaterial {
         key_pem: SecretString::from(key_pem.as_str()),
         fullchain_pem: format!("{cert_pem}{chain_pem}"),
         cert_pem,
         chain_pem,
-        pfx_base64: SecretString::from(STANDARD.encode(pfx)),
+        pfx_base64: SecretString::from(STANDARD.encode(&*pfx)),
         thumbprint: facts.thumbprint,
         not_after: facts.not_after,
         subject: facts.subject,
