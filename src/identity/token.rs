@@ -1,4 +1,4 @@
-//! The token JSON shared by HIMDS and IMDS (PROTOCOL.md §1, §2, §4):
+//! The token JSON shared by HIMDS, IMDS and Entra ID (PROTOCOL.md §1–§4):
 //! `access_token` plus `expires_on` / `expires_in`, each a string of digits
 //! OR a JSON number. Parsed by hand from a [`serde_json::Value`] so no error
 //! message can ever quote the body (serde's messages echo offending values,
