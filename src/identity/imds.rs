@@ -147,23 +147,15 @@ impl ImdsSource {
 
     async fn attempt(&self, url: &Url) -> Result<AccessToken, IdentityError> {
         let endpoint = self.endpoint().to_string();
-        let resp = self
-            .http
-            .get(url.clone())
-            .header("Metadata", "true")
-            .send()
-            .await
-            .map_err(|e| IdentityError::unreachable(&endpoint, &e))?;
-        let status = resp.status();
-        tracing::debug!(endpoint = %endpoint, status = status.as_u16(), "IMDS answered");
-        let body = super::read_answer(
-            resp,
-            MAX_TOKEN_RESPONSE_BYTES,
+        let (status, body) = super::metadata_get(
+            &self.http,
+            url,
             &endpoint,
+            MAX_TOKEN_RESPONSE_BYTES,
             "the answer",
-            |e| IdentityError::unreachable(&endpoint, e),
         )
         .await?;
+        tracing::debug!(endpoint = %endpoint, status = status.as_u16(), "IMDS answered");
         if status != StatusCode::OK {
             return Err(self.status_error(&endpoint, status, &body));
         }

@@ -31,19 +31,12 @@ pub async fn fetch(http: &reqwest::Client, url: &Url) -> Result<serde_json::Valu
     let mut endpoint = url.clone();
     endpoint.set_query(None);
     let endpoint = endpoint.to_string();
-    let resp = http
-        .get(url.clone())
-        .header("Metadata", "true")
-        .send()
-        .await
-        .map_err(|e| IdentityError::unreachable(&endpoint, &e))?;
-    let status = resp.status();
-    let body = super::read_answer(
-        resp,
-        MAX_INSTANCE_BYTES,
+    let (status, body) = super::metadata_get(
+        http,
+        url,
         &endpoint,
+        MAX_INSTANCE_BYTES,
         "the instance metadata",
-        |e| IdentityError::unreachable(&endpoint, e),
     )
     .await?;
     if !status.is_success() {

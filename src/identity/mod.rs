@@ -151,6 +151,30 @@ async fn read_answer(
         })
 }
 
+/// GET `url` with `Metadata: true` (IMDS, HIMDS instance metadata) and
+/// read the answer, at most `limit` bytes (see [`read_answer`]). Any status
+/// comes back for the caller to judge.
+async fn metadata_get(
+    http: &reqwest::Client,
+    url: &url::Url,
+    endpoint: &str,
+    limit: usize,
+    what: &str,
+) -> Result<(reqwest::StatusCode, Vec<u8>), IdentityError> {
+    let resp = http
+        .get(url.clone())
+        .header("Metadata", "true")
+        .send()
+        .await
+        .map_err(|e| IdentityError::unreachable(endpoint, &e))?;
+    let status = resp.status();
+    let body = read_answer(resp, limit, endpoint, what, |e| {
+        IdentityError::unreachable(endpoint, e)
+    })
+    .await?;
+    Ok((status, body))
+}
+
 /// A 200 token answer from `endpoint`, parsed now (errors name fields only).
 fn parse_token(endpoint: &str, body: &[u8]) -> Result<AccessToken, IdentityError> {
     token::parse(body, SystemTime::now()).map_err(|e| IdentityError::Malformed {
