@@ -31,6 +31,10 @@ pub struct Server {
     router: Router,
     tls: Option<TlsAcceptor>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// While stopped: a socket bound to `addr` but not listening. Connections
+    /// are still refused (no listener), but no other server, e.g. a parallel
+    /// test's emulator asking for port 0, can take the port meanwhile.
+    reserved: Mutex<Option<tokio::net::TcpSocket>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -57,6 +61,7 @@ impl Server {
             router,
             tls,
             task: Mutex::new(Some(task)),
+            reserved: Mutex::new(None),
         })
     }
 
@@ -77,6 +82,7 @@ impl Server {
             // Wait for the abort so the listening socket is closed on return.
             let _ = task.await;
         }
+        *lock(&self.reserved) = reserve(self.addr).ok();
     }
 
     /// Listens again on the same address (no-op if running).
@@ -84,6 +90,7 @@ impl Server {
         if self.is_running() {
             return Ok(());
         }
+        lock(&self.reserved).take();
         let listener = TcpListener::bind(self.addr).await?;
         let task = tokio::spawn(accept_loop(listener, self.router.clone(), self.tls.clone()));
         let mut slot = lock(&self.task);
@@ -92,6 +99,19 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Bind `addr` without listening and without SO_REUSEADDR, so the port
+/// stays ours (and refuses connections) until dropped.
+fn reserve(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(false)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 impl Drop for Server {
