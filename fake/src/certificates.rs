@@ -182,17 +182,24 @@ pub fn set_exportable(shared: &Shared, name: &str, exportable: bool) -> bool {
 /// Routes `GET /certificates/{name}[/{version}]` (merged into the vault router).
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/certificates/{name}", get(get_latest))
-        .route("/certificates/{name}/", get(get_latest))
-        .route("/certificates/{name}/{version}", get(get_version))
-        .route("/certificates/{name}/{version}/", get(get_version))
+        .route("/certificates/{name}", get(get_certificate_handler))
+        .route("/certificates/{name}/", get(get_certificate_handler))
+        .route(
+            "/certificates/{name}/{version}",
+            get(get_certificate_handler),
+        )
+        .route(
+            "/certificates/{name}/{version}/",
+            get(get_certificate_handler),
+        )
 }
 
 type Q = Query<HashMap<String, String>>;
 
-async fn get_latest(
+/// `GET …/{name}[/{version}][/]`: latest when the version segment is absent.
+async fn get_certificate_handler(
     State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
+    Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
     Query(q): Q,
 ) -> Response {
@@ -200,20 +207,8 @@ async fn get_latest(
         return resp;
     }
     shared.bump(|c| c.kv_cert_gets += 1);
-    cert_response(&shared, &name, None)
-}
-
-async fn get_version(
-    State(shared): State<Arc<Shared>>,
-    Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    Query(q): Q,
-) -> Response {
-    if let Err(resp) = authorize(&shared, &headers, &q) {
-        return resp;
-    }
-    shared.bump(|c| c.kv_cert_gets += 1);
-    cert_response(&shared, &name, Some(&version))
+    let name = params.get("name").map(String::as_str).unwrap_or_default();
+    cert_response(&shared, name, params.get("version").map(String::as_str))
 }
 
 fn cert_response(shared: &Shared, name: &str, version: Option<&str>) -> Response {

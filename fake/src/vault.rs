@@ -39,11 +39,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/secrets", get(list_secrets))
         .route("/secrets/", get(list_secrets))
-        .route("/secrets/{name}", get(get_latest))
-        .route("/secrets/{name}/", get(get_latest))
+        .route("/secrets/{name}", get(get_secret_handler))
+        .route("/secrets/{name}/", get(get_secret_handler))
         .route("/secrets/{name}/versions", get(list_versions))
-        .route("/secrets/{name}/{version}", get(get_version))
-        .route("/secrets/{name}/{version}/", get(get_version))
+        .route("/secrets/{name}/{version}", get(get_secret_handler))
+        .route("/secrets/{name}/{version}/", get(get_secret_handler))
         .merge(crate::certificates::routes())
         .fallback(unknown_path)
         .layer(axum::middleware::from_fn_with_state(
@@ -188,9 +188,10 @@ fn secret_response(shared: &Shared, name: &str, version: Option<&str>) -> Respon
         .into_response()
 }
 
-async fn get_latest(
+/// `GET …/{name}[/{version}][/]`: latest when the version segment is absent.
+async fn get_secret_handler(
     State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
+    Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
     Query(q): Q,
 ) -> Response {
@@ -198,20 +199,8 @@ async fn get_latest(
         return resp;
     }
     shared.bump(|c| c.kv_gets += 1);
-    secret_response(&shared, &name, None)
-}
-
-async fn get_version(
-    State(shared): State<Arc<Shared>>,
-    Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    Query(q): Q,
-) -> Response {
-    if let Err(resp) = authorize(&shared, &headers, &q) {
-        return resp;
-    }
-    shared.bump(|c| c.kv_gets += 1);
-    secret_response(&shared, &name, Some(&version))
+    let name = params.get("name").map(String::as_str).unwrap_or_default();
+    secret_response(&shared, name, params.get("version").map(String::as_str))
 }
 
 /// Parses `maxresults` (1..=25, default 25).
