@@ -33,10 +33,14 @@ pub mod hooks;
 pub mod http;
 pub mod identity;
 pub mod logging;
+pub mod platform;
 pub mod render;
 pub mod secret;
 pub mod sync;
 pub mod vault;
+// The file writer is per platform with one API: Unix below `write/`,
+// Windows in `platform/windows/write.rs` (ACLs instead of modes).
+#[cfg_attr(windows, path = "platform/windows/write.rs")]
 pub mod write;
 
 /// Where the README's troubleshooting section lives; appended to errors.

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kvsync::cli::{Cli, Command, LogFormatArg};
+use kvsync::cli::{Cli, Command, LogFormatArg, ServiceAction};
 use kvsync::commands::{self, EXIT_SYNC_FAILED};
 use kvsync::config::LogFormat;
 use kvsync::env::Env;
@@ -44,7 +44,20 @@ fn main() -> ExitCode {
                 commands::once::run(&engine, dry_run).await
             })
         }
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            service: true,
+        } => {
+            let path = commands::config_path(config.config.as_deref(), &env);
+            kvsync::platform::service_run(&path, &env, cli_format)
+        }
+        Command::Service { action } => match action {
+            ServiceAction::Install { config } => {
+                kvsync::platform::service_install(config.config.as_deref(), &env)
+            }
+            ServiceAction::Uninstall => kvsync::platform::service_uninstall(),
+        },
+        Command::Run { config, .. } => {
             let path = commands::config_path(config.config.as_deref(), &env);
             with_runtime(|| async {
                 let triggers = match kvsync::agent::signal_triggers() {

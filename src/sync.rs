@@ -416,14 +416,7 @@ impl Engine {
 
     /// Where and how file number `index` is written.
     pub fn target(&self, index: usize) -> Target {
-        let spec = &self.config.files[index];
-        Target {
-            path: spec.path.clone(),
-            mode: spec.mode,
-            uid: spec.owner,
-            gid: spec.group,
-            dir_mode: spec.dir_mode,
-        }
+        Target::from_spec(&self.config.files[index])
     }
 
     /// What a write would do, for `--dry-run`.
@@ -495,7 +488,7 @@ impl Engine {
         for (command, changed) in groups {
             tracing::info!(hook = %command, files = changed.len(), "running on_change hook");
             match hooks::run(&command, &changed, self.config.agent.hook_timeout).await {
-                Ok(()) => ran.push(command),
+                Ok(()) => ran.push(command.to_string()),
                 Err(e) => {
                     tracing::error!(error = %e, "on_change hook failed");
                     errors.push(e);
@@ -538,7 +531,7 @@ pub fn commit_with_backup(
 
 /// Runs one file's `verify`; the error names the file and the command.
 pub async fn verify_one(
-    command: &str,
+    command: &hooks::Hook,
     candidate: &write::Staged,
     destination: &std::path::Path,
     timeout: Duration,
@@ -557,7 +550,7 @@ pub async fn verify_one(
 
 /// After hook `command` failed: put back the files of its group that have a
 /// backup (`rollback = true`), logging each restore.
-pub fn roll_back(command: &str, changed: &[PathBuf], backups: &mut Backups) {
+pub fn roll_back(command: &hooks::Hook, changed: &[PathBuf], backups: &mut Backups) {
     for path in changed {
         let Some((backup, dir_mode)) = backups.remove(path) else {
             continue;
@@ -579,8 +572,8 @@ pub fn roll_back(command: &str, changed: &[PathBuf], backups: &mut Backups) {
 }
 
 /// Distinct hook commands (first-appearance order) → changed paths.
-pub fn hook_groups(config: &Config, files: &[FileOutcome]) -> Vec<(String, Vec<PathBuf>)> {
-    let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
+pub fn hook_groups(config: &Config, files: &[FileOutcome]) -> Vec<(hooks::Hook, Vec<PathBuf>)> {
+    let mut groups: Vec<(hooks::Hook, Vec<PathBuf>)> = Vec::new();
     for (spec, outcome) in config.files.iter().zip(files) {
         let Some(command) = &spec.on_change else {
             continue;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::hooks;
+use crate::hooks::{self, Hook};
 use crate::sync::{Backups, Engine, SyncError, commit_with_backup, roll_back, verify_one};
 use crate::write::{self, Change};
 
@@ -20,7 +20,7 @@ use super::metrics::Metrics;
 /// across rounds so a failed reload is retried even though the files are
 /// now unchanged on disk.
 #[derive(Debug, Default)]
-pub struct PendingHooks(BTreeMap<String, Vec<PathBuf>>);
+pub struct PendingHooks(BTreeMap<Hook, Vec<PathBuf>>);
 
 impl PendingHooks {
     pub fn is_empty(&self) -> bool {
@@ -61,11 +61,11 @@ impl RoundOutcome {
 
 /// Files grouped by hook: `(hook, file indexes)` in first-appearance order;
 /// files without a hook are groups of one.
-fn groups(engine: &Engine) -> Vec<(Option<String>, Vec<usize>)> {
-    let mut out: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+fn groups(engine: &Engine) -> Vec<(Option<Hook>, Vec<usize>)> {
+    let mut out: Vec<(Option<Hook>, Vec<usize>)> = Vec::new();
     for (index, file) in engine.config().files.iter().enumerate() {
         match &file.on_change {
-            Some(cmd) => match out.iter_mut().find(|(c, _)| c.as_deref() == Some(cmd)) {
+            Some(cmd) => match out.iter_mut().find(|(c, _)| c.as_ref() == Some(cmd)) {
                 Some((_, members)) => members.push(index),
                 None => out.push((Some(cmd.clone()), vec![index])),
             },
@@ -178,7 +178,7 @@ impl Group<'_> {
     /// `.await` is the members' `verify` commands (bounded by the hook
     /// timeout), before anything is committed: the round is not cancelled
     /// there, a shutdown waits for it, so a group is never half-written.
-    async fn write(&mut self, hook: Option<String>, members: &[usize]) {
+    async fn write(&mut self, hook: Option<Hook>, members: &[usize]) {
         let mut staged = Vec::with_capacity(members.len());
         for &index in members {
             let target = self.engine.target(index);

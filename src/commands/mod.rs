@@ -28,7 +28,7 @@ pub fn config_path(explicit: Option<&Path>, env: &Env) -> PathBuf {
     if let Some(p) = env.var("KVSYNC_CONFIG") {
         return PathBuf::from(p);
     }
-    PathBuf::from(crate::config::DEFAULT_CONFIG_PATH)
+    crate::platform::default_config_path(env)
 }
 
 pub fn exit(code: u8) -> ExitCode {

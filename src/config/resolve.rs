@@ -121,7 +121,7 @@ fn positive(d: Duration, v: &Option<Spanned<String>>, key: &str, p: &mut Problem
     }
 }
 
-fn positive_duration(
+pub(super) fn positive_duration(
     v: &Option<Spanned<String>>,
     key: &str,
     default: Duration,

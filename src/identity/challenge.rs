@@ -8,9 +8,13 @@
 //! mailing that file to it. It never logs or returns the file's contents
 //! except as the [`SecretString`] handed to the caller.
 
+#[cfg(unix)]
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+#[cfg(unix)]
+use std::path::{Component, Path};
+use std::path::PathBuf;
 
+#[cfg(unix)]
 use secrecy::SecretString;
 
 /// Largest challenge file we read (PROTOCOL.md §1, all SDKs agree).
@@ -48,7 +52,13 @@ pub fn parse_realm(header: &str) -> Option<PathBuf> {
     (!value.is_empty()).then(|| PathBuf::from(value))
 }
 
+// Windows: the same checks by Windows rules (case-insensitive directory
+// match, reparse points refused by handle) in platform/windows/challenge.rs.
+#[cfg(windows)]
+pub use crate::platform::windows::challenge::{read_key, validate};
+
 /// Check `path` against `token_dir` without opening it.
+#[cfg(unix)]
 pub fn validate(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
     let refuse = |why: &str| Err(ChallengeError::Refused(why.to_owned()));
     if !path.is_absolute() {
@@ -96,6 +106,7 @@ pub fn validate(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
 }
 
 /// Validate, then read the key file exactly as stored (no trimming).
+#[cfg(unix)]
 pub fn read_key(path: &Path, token_dir: &Path) -> Result<SecretString, ChallengeError> {
     validate(path, token_dir)?;
     let mut file = open_nofollow(path).map_err(io_error)?;
@@ -122,7 +133,8 @@ pub fn read_key(path: &Path, token_dir: &Path) -> Result<SecretString, Challenge
     Ok(SecretString::from(text))
 }
 
-fn io_error(e: std::io::Error) -> ChallengeError {
+/// Map an I/O error to the challenge error (permission → [`ChallengeError::Permission`]).
+pub(crate) fn io_error(e: std::io::Error) -> ChallengeError {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
         ChallengeError::Permission
     } else {
@@ -139,12 +151,7 @@ fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-#[cfg(not(unix))]
-fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().read(true).open(path)
-}
-
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
