@@ -226,4 +226,7 @@ echo "ok: $KEY present after install, gone after uninstall"
 step "platform unit tests for Windows under Wine"
 KVSYNC_WIN_TEST_FILTER=platform:: ./scripts/build-windows.sh test
 
+step "MSI and zip"
+./scripts/package-windows.sh
+
 step "Windows tests passed"

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use super::raw::{Problem, RawConfig, RawFile, RawFileEntry};
 use super::resolve::{Problems, absolutize, positive_duration};
-use crate::hooks::{Hook, HookCommand};
-use crate::platform::acl::{self, AclEntry};
 use super::{
     AgentConfig, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, FileSource, FileSpec, OutputFormat,
     SecretKind, SecretSpec,
 };
+use crate::hooks::{Hook, HookCommand};
+use crate::platform::acl::{self, AclEntry};
 
 /// Highest permission bits `chmod` accepts (setuid, setgid, sticky, rwx×3).
 pub const MAX_MODE: u32 = 0o7777;
@@ -149,7 +149,9 @@ impl FileCx<'_> {
                     .map(|i| i.as_str().map(str::to_owned))
                     .collect();
                 match argv {
-                    None => Err("expected an array of strings (program, then its arguments)".to_owned()),
+                    None => {
+                        Err("expected an array of strings (program, then its arguments)".to_owned())
+                    }
                     Some(a) if a.first().is_none_or(|prog| prog.trim().is_empty()) => Err(format!(
                         "expected a program as the first element, found an empty array or name (omit the key for {absent})"
                     )),
@@ -190,7 +192,10 @@ impl FileCx<'_> {
             p.at(
                 v,
                 self.k("acl"),
-                format!("expected an array of \"ACCOUNT:R|M|F\" strings, found {}", v.get_ref().type_str()),
+                format!(
+                    "expected an array of \"ACCOUNT:R|M|F\" strings, found {}",
+                    v.get_ref().type_str()
+                ),
             );
             return Vec::new();
         };
@@ -199,7 +204,11 @@ impl FileCx<'_> {
         }
         let mut out = Vec::new();
         for item in items {
-            match item.as_str().ok_or_else(|| "expected a string".to_owned()).and_then(acl::parse_entry) {
+            match item
+                .as_str()
+                .ok_or_else(|| "expected a string".to_owned())
+                .and_then(acl::parse_entry)
+            {
                 Ok(e) => out.push(e),
                 Err(msg) => p.at(v, self.k("acl"), msg),
             }
@@ -279,7 +288,12 @@ impl FileCx<'_> {
         };
         let acl = self.acl(f, p);
         let hook_timeout = f.hook_timeout.as_ref().map(|v| {
-            positive_duration(&Some(v.clone()), &self.k("hook_timeout"), agent.hook_timeout, p)
+            positive_duration(
+                &Some(v.clone()),
+                &self.k("hook_timeout"),
+                agent.hook_timeout,
+                p,
+            )
         });
         let on_change = self.command(&f.on_change, "on_change", "no hook", hook_timeout, p);
         let source = source?;

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use url::Url;
 
-
 /// Default `[agent] interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// Default `[agent] jitter`.

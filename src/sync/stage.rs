@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use super::Engine;
-use crate::secret::SecretBytes;
 use crate::hooks::Hook;
+use crate::secret::SecretBytes;
 use crate::write::{self, Change, WriteError};
 
 /// Threads that stage (write + fsync) the files of a round. Concurrent

@@ -14,6 +14,7 @@ mod config;
 mod deploy_recipes;
 mod docs;
 mod e2e_servers;
+mod hooks_argv;
 mod identity_arc;
 mod identity_e2e;
 mod identity_sources;
