@@ -27,7 +27,7 @@ fn audience(config: &Config) -> String {
         .as_ref()
         .and_then(|v| v.as_url())
         .or_else(|| config.secrets.values().find_map(|s| s.vault.as_url()))
-        .and_then(|u| crate::identity::audience::for_vault(u, explicit))
+        .and_then(|u| crate::vault::address::audience_for(u, explicit))
         .or_else(|| explicit.map(str::to_owned))
         .unwrap_or_else(|| "https://vault.azure.net".to_owned())
 }
