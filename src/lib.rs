@@ -37,6 +37,7 @@ pub mod logging;
 pub mod render;
 pub mod secret;
 pub mod sync;
+pub mod time;
 pub mod vault;
 pub mod write;
 

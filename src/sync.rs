@@ -40,13 +40,7 @@ use url::Url;
 /// Seconds per day (for "days left" in expiry warnings and `check --online`).
 pub const SECS_PER_DAY: i64 = 24 * 3600;
 
-/// Seconds since the Unix epoch (0 before it).
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use crate::time::unix_now;
 
 /// The pipeline for one loaded config: what a round needs besides the
 /// state its caller keeps across rounds ([`RoundState`]).
