@@ -21,8 +21,7 @@ pub mod round;
 mod stage;
 
 pub use failure::{FailureKind, SyncError};
-pub use round::{FileOutcome, HookQueue, Outcome, Policy, RoundOptions, RoundState, Scope};
-pub use stage::STAGE_THREADS;
+pub use round::{Outcome, RoundOptions, RoundState};
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

@@ -432,7 +432,7 @@ struct CertView<'a> {
 }
 
 /// Unix seconds → RFC 3339 (UTC, seconds precision); `None` outside
-/// 1970..=9999 ([`crate::time`]).
+/// 1970..=9999 (`crate::time`).
 pub fn rfc3339(unix: i64) -> Option<String> {
     crate::time::rfc3339(unix)
 }
