@@ -102,10 +102,10 @@ pub enum AuthMethod {
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
     pub method: AuthMethod,
-    /// User-assigned identity selectors (IMDS only); at most one is set.
-    pub client_id: Option<String>,
-    pub object_id: Option<String>,
-    pub resource_id: Option<String>,
+    /// The user-assigned identity to use (`client_id`, `object_id` or
+    /// `resource_id`; at most one can be configured); `None`: the
+    /// system-assigned one.
+    pub user_assigned: Option<UserAssigned>,
     /// Overrides `IDENTITY_ENDPOINT` (HIMDS token endpoint).
     pub identity_endpoint: Option<Url>,
     /// Overrides the IMDS base URL (`http://169.254.169.254`).
@@ -121,15 +121,34 @@ pub struct AuthConfig {
     pub test_arc_token_dir: Option<PathBuf>,
 }
 
+/// How `[auth]` selects a user-assigned identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserAssigned {
+    ClientId(String),
+    /// The identity's object (principal) id.
+    ObjectId(String),
+    /// The identity's ARM resource id.
+    ResourceId(String),
+}
+
+impl UserAssigned {
+    /// The client id, when that is how the identity is selected (workload
+    /// identity knows no other selector).
+    pub fn client_id(&self) -> Option<&str> {
+        match self {
+            UserAssigned::ClientId(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 impl AuthConfig {
     /// An `[auth]` section with only `method` set: no selector, no endpoint
     /// override, no explicit audience.
     pub fn with_method(method: AuthMethod) -> Self {
         Self {
             method,
-            client_id: None,
-            object_id: None,
-            resource_id: None,
+            user_assigned: None,
             identity_endpoint: None,
             imds_endpoint: None,
             authority_host: None,

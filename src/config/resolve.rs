@@ -18,7 +18,7 @@ use super::raw::{Problem, RawAgent, RawAlias, RawAuth, RawConfig, RawSecret, Raw
 use super::{
     AgentConfig, AuthConfig, AuthMethod, Config, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_CONCURRENCY,
     DEFAULT_DEADLINE, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER, LogFormat,
-    SecretKind, SecretSpec, TlsConfig, VaultRef,
+    SecretKind, SecretSpec, TlsConfig, UserAssigned, VaultRef,
 };
 
 /// Upper bound of `[agent] concurrency`. Key Vault throttles at 4000
@@ -337,9 +337,7 @@ fn auth(raw: &RawAuth, base_dir: &Path, p: &mut Problems) -> AuthConfig {
         });
     AuthConfig {
         method,
-        client_id: non_empty(&raw.client_id, "auth.client_id", p),
-        object_id: non_empty(&raw.object_id, "auth.object_id", p),
-        resource_id: non_empty(&raw.resource_id, "auth.resource_id", p),
+        user_assigned: user_assigned(raw, p),
         identity_endpoint: endpoint(&raw.identity_endpoint, "auth.identity_endpoint", false, p),
         imds_endpoint: endpoint(&raw.imds_endpoint, "auth.imds_endpoint", false, p),
         authority_host: endpoint(&raw.authority_host, "auth.authority_host", true, p),
@@ -349,6 +347,18 @@ fn auth(raw: &RawAuth, base_dir: &Path, p: &mut Problems) -> AuthConfig {
             .as_ref()
             .map(|d| absolutize(base_dir, d.get_ref())),
     }
+}
+
+/// The one user-assigned identity selector (more than one is reported
+/// above; the first written wins here).
+fn user_assigned(raw: &RawAuth, p: &mut Problems) -> Option<UserAssigned> {
+    let client_id = non_empty(&raw.client_id, "auth.client_id", p);
+    let object_id = non_empty(&raw.object_id, "auth.object_id", p);
+    let resource_id = non_empty(&raw.resource_id, "auth.resource_id", p);
+    client_id
+        .map(UserAssigned::ClientId)
+        .or(object_id.map(UserAssigned::ObjectId))
+        .or(resource_id.map(UserAssigned::ResourceId))
 }
 
 fn tls(raw: &RawTls, base_dir: &Path) -> TlsConfig {

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{AuthMethod, Config, FileSource, OutputFormat, SecretKind};
+use super::{AuthMethod, Config, FileSource, OutputFormat, SecretKind, UserAssigned};
 
 /// Render `config` for humans, one setting per line.
 pub fn summary(config: &Config) -> String {
@@ -79,15 +79,14 @@ fn write_auth(out: &mut String, c: &Config) -> std::fmt::Result {
         AuthMethod::WorkloadIdentity => "workload-identity",
     };
     write!(out, "auth:           method {method}")?;
-    for (k, v) in [
-        ("client_id", &auth.client_id),
-        ("object_id", &auth.object_id),
-        ("resource_id", &auth.resource_id),
-        ("audience", &auth.audience),
-    ] {
-        if let Some(v) = v {
-            write!(out, ", {k} {v}")?;
-        }
+    match &auth.user_assigned {
+        Some(UserAssigned::ClientId(v)) => write!(out, ", client_id {v}")?,
+        Some(UserAssigned::ObjectId(v)) => write!(out, ", object_id {v}")?,
+        Some(UserAssigned::ResourceId(v)) => write!(out, ", resource_id {v}")?,
+        None => {}
+    }
+    if let Some(v) = &auth.audience {
+        write!(out, ", audience {v}")?;
     }
     writeln!(out)?;
     for (k, v) in [

@@ -346,9 +346,7 @@ mod emulator {
     fn arc_for(emu: &Emulator) -> ArcSource {
         let auth = AuthConfig {
             method: AuthMethod::Arc,
-            client_id: None,
-            object_id: None,
-            resource_id: None,
+            user_assigned: None,
             identity_endpoint: None,
             imds_endpoint: None,
             authority_host: None,
