@@ -60,6 +60,8 @@ pub struct RoundReport {
     pub files: Vec<FileOutcome>,
     /// Hook commands that ran (in config order).
     pub hooks_run: Vec<String>,
+    /// The rendered `[env]` (`kvsync exec`); empty without one. Secret.
+    pub env: crate::exec::EnvValues,
 }
 
 impl RoundReport {
@@ -184,8 +186,27 @@ impl Engine {
                 Err(e) => errors.push((spec.alias.clone(), e)),
             }
         }
+        self.fill_optional(&mut ctx, &mut errors);
         errors.sort_by(|a, b| a.0.cmp(&b.0));
         (ctx, errors)
+    }
+
+    /// Optional secrets that are missing (404) or disabled: their `default`
+    /// takes the failure's place and `meta.<alias>.present` is false. Any
+    /// other failure (403, 5xx, timeout) stays a failure.
+    pub(crate) fn fill_optional(&self, ctx: &mut render::Context, errors: &mut FetchErrors) {
+        errors.retain(|(alias, e)| {
+            let Some(spec) = self.config.secrets.get(alias).filter(|s| s.optional) else {
+                return true;
+            };
+            if !matches!(e, VaultError::NotFound { .. } | VaultError::Disabled { .. }) {
+                return true;
+            }
+            tracing::info!(alias = %alias, secret = %spec.name, reason = %e, "optional secret is absent; rendering its default");
+            ctx.secrets.insert(alias.clone(), absent_bundle(spec));
+            ctx.absent.insert(alias.clone());
+            false
+        });
     }
 
     /// Instance metadata (when used) and every secret's resolved vault URL;
@@ -348,6 +369,23 @@ impl Engine {
         self.renderer.render_prepared(index, ctx, prepared)
     }
 
+    /// Render the `[env]` values (`kvsync exec`) with a context from
+    /// [`Engine::prepare`].
+    pub fn render_env(
+        &self,
+        ctx: &render::Context,
+        prepared: &render::Prepared,
+    ) -> Result<crate::exec::EnvValues, SyncError> {
+        self.renderer
+            .render_env(ctx, prepared)
+            .map_err(SyncError::Render)
+    }
+
+    /// Whether the config has an `[env]` table.
+    pub fn has_env(&self) -> bool {
+        self.renderer.has_env()
+    }
+
     /// Render every file; all failures are collected.
     pub fn render_all(&self, ctx: &render::Context) -> Result<Vec<SecretBytes>, SyncError> {
         let mut out = Vec::with_capacity(self.config.files.len());
@@ -377,10 +415,16 @@ impl Engine {
                 return Err(first);
             }
             self.warn_expiring(&ctx);
-            self.render_all(&ctx)
+            let env = if self.has_env() {
+                self.render_env(&ctx, &self.prepare(&ctx))?
+            } else {
+                Vec::new()
+            };
+            Ok((self.render_all(&ctx)?, env))
         })
         .await
         .map_err(|_| SyncError::Deadline(deadline))??;
+        let (rendered, env) = rendered;
         if options.dry_run {
             return self.plan(&rendered);
         }
@@ -388,7 +432,11 @@ impl Engine {
         self.verify_all(&staged).await?;
         let (files, mut backups) = self.commit_all(staged)?;
         let hooks_run = self.run_hooks(&files, &mut backups).await?;
-        Ok(RoundReport { files, hooks_run })
+        Ok(RoundReport {
+            files,
+            hooks_run,
+            env,
+        })
     }
 
     /// Run the `verify` command of every changed file against its candidate
@@ -440,6 +488,7 @@ impl Engine {
         Ok(RoundReport {
             files,
             hooks_run: Vec::new(),
+            env: Vec::new(),
         })
     }
 
@@ -508,6 +557,26 @@ impl Engine {
         } else {
             Err(SyncError::Hooks(errors))
         }
+    }
+}
+
+/// The stand-in for an absent optional secret: its default as the value,
+/// its name, no version.
+fn absent_bundle(spec: &SecretSpec) -> SecretBundle {
+    SecretBundle {
+        value: secrecy::SecretString::from(spec.default.clone()),
+        name: spec.name.clone(),
+        version: String::new(),
+        id: String::new(),
+        content_type: None,
+        tags: BTreeMap::new(),
+        enabled: false,
+        created: None,
+        updated: None,
+        not_before: None,
+        expires: None,
+        kid: None,
+        managed: false,
     }
 }
 

@@ -65,6 +65,9 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
             concurrency: 8,
             hook_timeout: Duration::from_secs(30),
             cert_expiry_warning: kvsync::config::DEFAULT_CERT_EXPIRY_WARNING,
+            keep_going: false,
+            once_wait: None,
+            allow_remote_sync: false,
         },
         auth: AuthConfig::with_method(AuthMethod::Auto),
         tls: TlsConfig::default(),
@@ -78,11 +81,15 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
                     vault: vault.clone().into(),
                     kind: *kind,
                     include_root: false,
+                    optional: false,
+                    default: String::new(),
                 };
                 (alias.to_string(), spec)
             })
             .collect(),
         files,
+        env: Vec::new(),
+        exec: kvsync::config::ExecConfig::default(),
     }
 }
 

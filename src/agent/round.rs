@@ -40,6 +40,11 @@ pub struct RoundOutcome {
     pub hooks_run: usize,
     /// The round stopped early because of a shutdown request.
     pub interrupted: bool,
+    /// Files written this round (paths only).
+    pub changed: Vec<PathBuf>,
+    /// The rendered `[env]` (`kvsync exec`), when the config has one and it
+    /// rendered this round. Secret.
+    pub env: Option<crate::exec::EnvValues>,
 }
 
 impl RoundOutcome {
@@ -127,6 +132,12 @@ pub async fn run(
     }
     let mut backups = Backups::new();
     let prepared = engine.prepare(&ctx);
+    if engine.has_env() {
+        match engine.render_env(&ctx, &prepared) {
+            Ok(env) => outcome.env = Some(env),
+            Err(e) => record(&mut outcome, metrics, &e, "render"),
+        }
+    }
     for (hook, members) in groups(engine) {
         if *stop.borrow() {
             outcome.interrupted = true;
@@ -237,6 +248,7 @@ impl Group<'_> {
                 tracing::info!(path = %path.display(), change = ?change, "file written");
                 self.metrics.files_written.inc();
                 self.outcome.files_written += 1;
+                self.outcome.changed.push(path.clone());
                 changed.push(path);
             }
         }

@@ -46,6 +46,16 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `[agent] cert_expiry_warning`: warn two weeks before a
 /// delivered certificate expires (the default, 14 days).
 pub const DEFAULT_CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Default `[exec] stop_timeout`: SIGTERM, then SIGKILL after this long
+/// (Docker's and systemd's defaults are 10 s and 90 s; 10 s keeps a restart
+/// on rotation short).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `[exec] signal` with `on_change = "signal"`.
+pub const DEFAULT_EXEC_SIGNAL: &str = "SIGHUP";
+/// Signals `[exec] signal` may name (the ones services use to reload).
+pub const EXEC_SIGNALS: &[&str] = &[
+    "SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGWINCH",
+];
 /// Default mode of parent directories kvsync creates.
 pub const DEFAULT_DIR_MODE: u32 = 0o755;
 /// Default file mode when `mode` is not given: owner-only, since files
@@ -67,6 +77,44 @@ pub struct Config {
     /// Secrets by alias.
     pub secrets: BTreeMap<String, SecretSpec>,
     pub files: Vec<FileSpec>,
+    /// `[env]`: variable name → template, in file order (`kvsync exec`).
+    pub env: Vec<EnvVar>,
+    pub exec: ExecConfig,
+}
+
+/// One `[env]` entry: rendered like a file, added to the child's environment.
+#[derive(Clone, Debug)]
+pub struct EnvVar {
+    pub name: String,
+    pub template: String,
+}
+
+/// What `kvsync exec` does when an `[env]` value or a file changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnChange {
+    /// Stop the child (signal, then SIGKILL after `stop_timeout`) and start it again.
+    Restart,
+    /// Send `[exec] signal` to the running child (Unix only).
+    Signal,
+}
+
+/// `[exec]`
+#[derive(Clone, Debug)]
+pub struct ExecConfig {
+    pub on_change: OnChange,
+    /// Signal name from [`EXEC_SIGNALS`], e.g. `SIGHUP`.
+    pub signal: String,
+    pub stop_timeout: Duration,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        Self {
+            on_change: OnChange::Restart,
+            signal: DEFAULT_EXEC_SIGNAL.to_owned(),
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +131,12 @@ pub struct AgentConfig {
     pub hook_timeout: Duration,
     /// Warn (log + metric) when a delivered certificate expires within this.
     pub cert_expiry_warning: Duration,
+    /// `once` isolates hook groups like `run` (`once --keep-going`).
+    pub keep_going: bool,
+    /// `once` retries transient failures for this long (`once --wait`).
+    pub once_wait: Option<Duration>,
+    /// `POST /sync` is served on a non-loopback `listen` address.
+    pub allow_remote_sync: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +217,11 @@ pub struct SecretSpec {
     pub kind: SecretKind,
     /// Certificates only: append the self-signed root to `chain`/`fullchain`.
     pub include_root: bool,
+    /// A missing (404) or disabled secret renders `default` instead of
+    /// failing the round; `meta.<alias>.present` is then false.
+    pub optional: bool,
+    /// What `secrets.<alias>` is when an optional secret is absent.
+    pub default: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,11 +12,14 @@ use std::time::Duration;
 use toml::Spanned;
 use url::Url;
 
-use super::raw::{Problem, RawAgent, RawAlias, RawAuth, RawConfig, RawSecret, RawTls};
+use super::raw::{
+    Problem, RawAgent, RawAlias, RawAuth, RawConfig, RawEnvVar, RawExec, RawSecret, RawTls,
+};
 use super::{
     AgentConfig, AuthConfig, AuthMethod, Config, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_CONCURRENCY,
-    DEFAULT_DEADLINE, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER, LogFormat,
-    SecretKind, SecretSpec, TlsConfig, VaultRef,
+    DEFAULT_DEADLINE, DEFAULT_EXEC_SIGNAL, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER,
+    DEFAULT_STOP_TIMEOUT, EXEC_SIGNALS, EnvVar, ExecConfig, LogFormat, OnChange, SecretKind,
+    SecretSpec, TlsConfig, VaultRef,
 };
 
 /// Upper bound of `[agent] concurrency`. Key Vault throttles at 4000
@@ -63,6 +66,8 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
     };
     let secrets = secrets(&raw, &default_vault, &auth, p);
     let files = super::files::resolve_files(&raw, &agent, &base_dir, &secrets, p);
+    let env = env(&raw.env, p);
+    let exec = exec(&raw.exec, p);
     if !p.0.is_empty() {
         return None;
     }
@@ -75,6 +80,8 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         tls,
         secrets,
         files,
+        env,
+        exec,
     })
 }
 
@@ -164,6 +171,88 @@ fn agent(raw: &RawAgent, base_dir: &Path, p: &mut Problems) -> AgentConfig {
             &raw.cert_expiry_warning,
             "agent.cert_expiry_warning",
             DEFAULT_CERT_EXPIRY_WARNING,
+            p,
+        ),
+        keep_going: raw.keep_going.as_ref().is_some_and(|v| *v.get_ref()),
+        once_wait: raw
+            .once_wait
+            .as_ref()
+            .map(|_| duration(&raw.once_wait, "agent.once_wait", Duration::ZERO, p)),
+        allow_remote_sync: raw.allow_remote_sync.as_ref().is_some_and(|v| *v.get_ref()),
+    }
+}
+
+/// An environment variable name: letters, digits and `_`, not starting
+/// with a digit (POSIX "portable" names; also safe on Windows).
+fn is_env_name(s: &str) -> bool {
+    is_identifier(s)
+}
+
+fn env(raw: &[RawEnvVar], p: &mut Problems) -> Vec<EnvVar> {
+    let mut out: Vec<EnvVar> = Vec::with_capacity(raw.len());
+    for v in raw {
+        let name = v.name.get_ref();
+        if !is_env_name(name) {
+            p.at(
+                &v.name,
+                format!("env.{name}"),
+                "an environment variable name: letters, digits and _, not starting with a digit",
+            );
+            continue;
+        }
+        out.push(EnvVar {
+            name: name.clone(),
+            template: v.template.get_ref().clone(),
+        });
+    }
+    out
+}
+
+fn exec(raw: &RawExec, p: &mut Problems) -> ExecConfig {
+    let on_change = match raw.on_change.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "restart")) => OnChange::Restart,
+        Some((_, "signal")) if cfg!(unix) => OnChange::Signal,
+        Some((v, "signal")) => {
+            p.at(
+                v,
+                "exec.on_change",
+                "\"signal\" is not available on this platform; use \"restart\"",
+            );
+            OnChange::Restart
+        }
+        Some((v, _)) => {
+            p.at(v, "exec.on_change", "expected \"restart\" or \"signal\"");
+            OnChange::Restart
+        }
+    };
+    let signal = match &raw.signal {
+        None => DEFAULT_EXEC_SIGNAL.to_owned(),
+        Some(v) => {
+            let name = v.get_ref().trim().to_ascii_uppercase();
+            let name = if name.starts_with("SIG") {
+                name
+            } else {
+                format!("SIG{name}")
+            };
+            if EXEC_SIGNALS.contains(&name.as_str()) {
+                name
+            } else {
+                p.at(
+                    v,
+                    "exec.signal",
+                    format!("expected one of {}", EXEC_SIGNALS.join(", ")),
+                );
+                DEFAULT_EXEC_SIGNAL.to_owned()
+            }
+        }
+    };
+    ExecConfig {
+        on_change,
+        signal,
+        stop_timeout: duration(
+            &raw.stop_timeout,
+            "exec.stop_timeout",
+            DEFAULT_STOP_TIMEOUT,
             p,
         ),
     }
@@ -501,6 +590,31 @@ fn secret(
             t.include_root.as_ref(),
         ),
     };
+    let version = version.and_then(|v| object_version(v, &format!("{key}.version"), p));
+    let kind = secret_kind(kind, key, p);
+    let (optional, fallback) = match raw {
+        RawSecret::Name(_) => (false, None),
+        RawSecret::Table(t) => (
+            t.optional.as_ref().is_some_and(|v| *v.get_ref()),
+            t.default.as_ref(),
+        ),
+    };
+    if let (true, SecretKind::Certificate, RawSecret::Table(t)) = (optional, kind, raw)
+        && let Some(v) = &t.optional
+    {
+        p.at(
+            v,
+            format!("{key}.optional"),
+            "optional applies only to type = \"secret\" (a certificate has no default)",
+        );
+    }
+    if let (false, Some(d)) = (optional, fallback) {
+        p.at(
+            d,
+            format!("{key}.default"),
+            "default applies only to optional secrets: add optional = true, or remove it",
+        );
+    }
     let name = match name {
         None => {
             p.at(
@@ -515,8 +629,6 @@ fn secret(
             object_name(n, &format!("{key}.name"), short, p)
         }
     };
-    let version = version.and_then(|v| object_version(v, &format!("{key}.version"), p));
-    let kind = secret_kind(kind, key, p);
     if let Some(v) = include_root
         && kind != SecretKind::Certificate
     {
@@ -541,6 +653,8 @@ fn secret(
         vault: vault?,
         kind,
         include_root: include_root.is_some_and(|v| *v.get_ref()),
+        optional,
+        default: fallback.map(|d| d.get_ref().clone()).unwrap_or_default(),
     })
 }
 

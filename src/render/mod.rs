@@ -7,12 +7,17 @@
 //! Context shape (SPEC.md "Template context"):
 //!
 //! * `secrets.<alias>` — the value string.
-//! * `meta.<alias>` — `name`, `version`, `tags` (map), and, only when Key
-//!   Vault returned them, `content_type`, `updated`, `expires` (RFC 3339,
-//!   UTC, seconds). Absent keys are undefined: use `| default(value="")`.
+//! * `meta.<alias>` — `name`, `version`, `tags` (map), `present` (false
+//!   when an `optional` secret is missing or disabled and `secrets.<alias>`
+//!   is its `default`), and, only when Key Vault returned them,
+//!   `content_type`, `updated`, `expires` (RFC 3339, UTC, seconds). Absent
+//!   keys are undefined: use `| default(value="")`.
 //! * `certs.<alias>` — `key`, `cert`, `chain`, `fullchain`, `pfx_base64`,
 //!   `thumbprint`, `not_after`, `subject`, `sans` (array), `serial`.
 //! * `instance` — the instance metadata, when fetched.
+//!
+//! `[env]` values (`kvsync exec`) are templates over the same context,
+//! compiled and checked with the files' and rendered by [`Renderer::render_env`].
 //!
 //! tera keeps its own copies of context strings, which are not zeroized when
 //! the context is dropped; kvsync's output buffers are ([`SecretBytes`]).
@@ -21,7 +26,7 @@ pub mod filters;
 mod redact;
 pub mod refs;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use base64::Engine;
@@ -44,6 +49,7 @@ pub const META_FIELDS: &[&str] = &[
     "updated",
     "expires",
     "tags",
+    "present",
 ];
 /// Fields of `certs.<alias>`.
 pub const CERT_FIELDS: &[&str] = &[
@@ -70,6 +76,9 @@ pub struct Context {
     pub certs: BTreeMap<String, CertMaterial>,
     /// HIMDS/IMDS `compute` metadata, when fetched.
     pub instance: Option<serde_json::Value>,
+    /// Optional secrets that were missing or disabled: their entry in
+    /// `secrets` holds the configured default (`meta.<alias>.present` = false).
+    pub absent: BTreeSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +117,8 @@ struct Entry {
 pub struct Renderer {
     tera: Tera,
     files: Vec<Entry>,
+    /// `[env]` templates, in config order (destination = the variable name).
+    env: Vec<Entry>,
     uses_instance: bool,
 }
 
@@ -140,8 +151,21 @@ impl Renderer {
             }
             files.push(entry);
         }
-        errors.extend(add_templates(&mut tera, &files));
-        for entry in &files {
+        let mut env = Vec::with_capacity(config.env.len());
+        for var in &config.env {
+            let entry = Entry {
+                destination: PathBuf::from(format!("[env] {}", var.name)),
+                label: "value".to_owned(),
+                kind: Kind::Template {
+                    name: format!("env:{}", var.name),
+                    source: var.template.clone(),
+                },
+            };
+            errors.extend(check_refs(config, &entry, &var.template));
+            env.push(entry);
+        }
+        errors.extend(add_templates(&mut tera, files.iter().chain(&env)));
+        for entry in files.iter().chain(&env) {
             if let Kind::Template { name, .. } = &entry.kind {
                 uses_instance |= tera
                     .get_template_variables(name)
@@ -152,6 +176,7 @@ impl Renderer {
             Ok(Renderer {
                 tera,
                 files,
+                env,
                 uses_instance,
             })
         } else {
@@ -211,6 +236,41 @@ impl Renderer {
                 object(entry, alias, *format, pfx, ctx)
             }
         }
+    }
+
+    /// Render every `[env]` value (name, value) in config order; all
+    /// failures are collected. Values are secret: never log them.
+    pub fn render_env(
+        &self,
+        ctx: &Context,
+        prepared: &Prepared,
+    ) -> Result<Vec<(String, secrecy::SecretString)>, Vec<RenderError>> {
+        let mut out = Vec::with_capacity(self.env.len());
+        let mut errors = Vec::new();
+        for entry in &self.env {
+            let Kind::Template { name, source } = &entry.kind else {
+                continue;
+            };
+            let var = name.trim_start_matches("env:").to_owned();
+            let Some(tctx) = &prepared.0 else {
+                errors.push(entry.error(None, "internal: cannot build the template context".into()));
+                continue;
+            };
+            match self.tera.render(name, tctx) {
+                Ok(value) => out.push((var, secrecy::SecretString::from(value))),
+                Err(e) => errors.push(render_error(entry, &e, source, ctx)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Whether the config has `[env]` entries.
+    pub fn has_env(&self) -> bool {
+        !self.env.is_empty()
     }
 
     /// Whether any template refers to `instance`.
@@ -337,8 +397,11 @@ fn check_refs(config: &Config, e: &Entry, source: &str) -> Vec<RenderError> {
 /// Add every template in one batch: tera re-checks all its templates on
 /// each add, so adding them one by one costs files². Only when the batch
 /// fails are they added one by one, to name each broken template.
-fn add_templates(tera: &mut Tera, files: &[Entry]) -> Vec<RenderError> {
-    let templates = files.iter().filter_map(|e| match &e.kind {
+fn add_templates<'a>(
+    tera: &mut Tera,
+    entries: impl Iterator<Item = &'a Entry> + Clone,
+) -> Vec<RenderError> {
+    let templates = entries.filter_map(|e| match &e.kind {
         Kind::Template { name, source } => Some((e, name.as_str(), source.as_str())),
         Kind::Object { .. } => None,
     });
@@ -415,6 +478,7 @@ struct MetaView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     expires: Option<String>,
     tags: &'a BTreeMap<String, String>,
+    present: bool,
 }
 
 #[derive(Serialize)]
@@ -458,6 +522,7 @@ fn tera_context(ctx: &Context) -> Result<tera::Context, tera::Error> {
                 updated: b.updated.and_then(rfc3339),
                 expires: b.expires.and_then(rfc3339),
                 tags: &b.tags,
+                present: !ctx.absent.contains(k),
             };
             (k.as_str(), view)
         })

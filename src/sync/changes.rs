@@ -233,6 +233,7 @@ impl Engine {
                 }
             }
         }
+        self.fill_optional(&mut ctx, &mut errors);
         errors.sort_by(|a, b| a.0.cmp(&b.0));
         (ctx, errors)
     }
@@ -299,6 +300,8 @@ mod tests {
             vault: VaultRef::Url(vault()),
             kind: SecretKind::Secret,
             include_root: false,
+            optional: false,
+            default: String::new(),
         }
     }
 
