@@ -34,14 +34,41 @@ fn main() -> ExitCode {
                 })
             }
         }
-        Command::Once { config, dry_run } => {
+        Command::Once {
+            config,
+            dry_run,
+            keep_going,
+            wait,
+        } => {
             let path = commands::config_path(config.config.as_deref(), &env);
             with_runtime(|| async {
                 let engine = match commands::start(&path, &env, cli_format) {
                     Ok(engine) => engine,
                     Err(code) => return code,
                 };
-                commands::once::run(&engine, dry_run).await
+                let options = commands::once::Options {
+                    dry_run,
+                    keep_going: keep_going || engine.config().agent.keep_going,
+                    wait: wait.or(engine.config().agent.once_wait),
+                };
+                commands::once::run(&engine, options).await
+            })
+        }
+        Command::Exec { config, command } => {
+            let path = commands::config_path(config.config.as_deref(), &env);
+            with_runtime(|| async {
+                let (triggers, stop) = match kvsync::exec::signals::triggers() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("kvsync: cannot install signal handlers: {e}");
+                        return EXIT_SYNC_FAILED;
+                    }
+                };
+                let engine = match commands::start(&path, &env, cli_format) {
+                    Ok(engine) => engine,
+                    Err(code) => return code,
+                };
+                commands::exec::run(&path, &env, engine, triggers, stop, command).await
             })
         }
         Command::Run { config } => {

@@ -15,6 +15,7 @@
 //! * nothing here prints a secret value: outcomes name paths and changes only.
 
 pub mod changes;
+pub mod retry;
 mod stage;
 
 pub use stage::STAGE_THREADS;

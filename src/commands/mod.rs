@@ -2,6 +2,7 @@
 //! exit codes (SPEC.md: 0 success, 1 sync failed, 2 bad usage or config).
 
 pub mod check;
+pub mod exec;
 pub mod once;
 pub mod whoami;
 
