@@ -48,6 +48,8 @@ pub struct Supervisor {
     command: ExecCommand,
     settings: ExecConfig,
     child: Option<Child>,
+    /// The child leads its own process group: signals go to the group.
+    group: bool,
     /// SHA-256 over the env the running child got (never the values).
     env_digest: Option<[u8; 32]>,
     stop_signal: StopSignal,
@@ -71,6 +73,7 @@ impl Supervisor {
             command,
             settings,
             child: None,
+            group: false,
             env_digest: None,
             stop_signal,
         }
@@ -91,6 +94,7 @@ impl Supervisor {
         for (name, value) in env {
             cmd.env(name, value.expose_secret());
         }
+        let group = signals::configure(&mut cmd);
         let child = cmd.spawn().map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -108,6 +112,7 @@ impl Supervisor {
         );
         self.env_digest = Some(digest(env));
         self.child = Some(child);
+        self.group = group;
         Ok(())
     }
 
@@ -145,7 +150,7 @@ impl Supervisor {
                     // them as delivered so the signal is not repeated.
                     self.env_digest = Some(digest(e));
                 }
-                signals::send(pid, &self.settings.signal)
+                signals::send(pid, self.group, &self.settings.signal)
             }
             OnChange::Restart => {
                 let Some(env) = env else {
@@ -165,7 +170,7 @@ impl Supervisor {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if let Err(e) = signals::terminate(&mut child) {
+        if let Err(e) = signals::terminate(&mut child, self.group) {
             tracing::debug!(error = %e, "cannot ask the child to stop");
         }
         match tokio::time::timeout(self.settings.stop_timeout, child.wait()).await {
@@ -176,6 +181,9 @@ impl Supervisor {
                     timeout = %humantime::format_duration(self.settings.stop_timeout),
                     "child did not stop in time; killing it"
                 );
+                if let Err(e) = signals::kill_all(&mut child, self.group) {
+                    tracing::debug!(error = %e, "cannot kill the child's group");
+                }
                 let _ = child.kill().await;
             }
         }
@@ -213,13 +221,13 @@ impl Supervisor {
         match signal {
             Some(s) => {
                 tracing::info!(pid, signal = s, "forwarding stop signal to the child");
-                if let Err(e) = signals::forward(pid, s) {
+                if let Err(e) = signals::forward(pid, self.group, s) {
                     tracing::warn!(error = %e, "cannot forward the signal");
                 }
             }
             None => {
                 if let Some(child) = self.child.as_mut()
-                    && let Err(e) = signals::terminate(child)
+                    && let Err(e) = signals::terminate(child, self.group)
                 {
                     tracing::warn!(error = %e, "cannot stop the child");
                 }

@@ -3,6 +3,12 @@
 //! code, and the signal triggers that remember which stop signal arrived
 //! (so it can be forwarded). Unix has signals; elsewhere a stop is a kill
 //! and `on_change = "signal"` is rejected by the config.
+//!
+//! On Unix the child leads its own process group (unless kvsync's stdin is
+//! a terminal, where the child must stay in the foreground group to read
+//! it) and signals go to the whole group: a `sh -c '...; server'` wrapper
+//! does not pass SIGTERM on, and a restart must not leave the old server
+//! running beside the new one.
 
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -74,26 +80,47 @@ mod imp {
         })
     }
 
-    fn send_raw(pid: u32, signal: Signal) -> std::io::Result<()> {
+    /// Make the child lead a new process group unless stdin is a
+    /// terminal; returns whether it does (then signals go to the group).
+    pub fn configure(cmd: &mut tokio::process::Command) -> bool {
+        use std::io::IsTerminal;
+        let own_group = !std::io::stdin().is_terminal();
+        if own_group {
+            cmd.process_group(0);
+        }
+        own_group
+    }
+
+    fn send_raw(pid: u32, group: bool, signal: Signal) -> std::io::Result<()> {
         let pid = i32::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
-        kill(Pid::from_raw(pid), signal).map_err(std::io::Error::from)
+        // kill(-pgid) signals every process of the group (POSIX kill(2)).
+        let target = if group { -pid } else { pid };
+        kill(Pid::from_raw(target), signal).map_err(std::io::Error::from)
     }
 
-    /// Send the signal named `name` (e.g. `SIGHUP`) to `pid`.
-    pub fn send(pid: u32, name: &str) -> std::io::Result<()> {
-        send_raw(pid, by_name(name)?)
+    /// Send the signal named `name` (e.g. `SIGHUP`) to `pid` (its group).
+    pub fn send(pid: u32, group: bool, name: &str) -> std::io::Result<()> {
+        send_raw(pid, group, by_name(name)?)
     }
 
-    /// Forward signal number `signal` to `pid`.
-    pub fn forward(pid: u32, signal: i32) -> std::io::Result<()> {
+    /// Forward signal number `signal` to `pid` (its group).
+    pub fn forward(pid: u32, group: bool, signal: i32) -> std::io::Result<()> {
         let signal = Signal::try_from(signal).map_err(std::io::Error::from)?;
-        send_raw(pid, signal)
+        send_raw(pid, group, signal)
     }
 
-    /// Ask the child to stop (SIGTERM).
-    pub fn terminate(child: &mut tokio::process::Child) -> std::io::Result<()> {
+    /// Ask the child (its group) to stop: SIGTERM.
+    pub fn terminate(child: &mut tokio::process::Child, group: bool) -> std::io::Result<()> {
         match child.id() {
-            Some(pid) => send_raw(pid, Signal::SIGTERM),
+            Some(pid) => send_raw(pid, group, Signal::SIGTERM),
+            None => Ok(()),
+        }
+    }
+
+    /// Kill the child (its group): SIGKILL, after the stop timeout.
+    pub fn kill_all(child: &mut tokio::process::Child, group: bool) -> std::io::Result<()> {
+        match child.id() {
+            Some(pid) => send_raw(pid, group, Signal::SIGKILL),
             None => Ok(()),
         }
     }
@@ -124,19 +151,27 @@ mod imp {
 mod imp {
     use super::{StopSignal, Triggers};
 
-    pub fn send(_pid: u32, name: &str) -> std::io::Result<()> {
+    pub fn configure(_cmd: &mut tokio::process::Command) -> bool {
+        false
+    }
+
+    pub fn send(_pid: u32, _group: bool, name: &str) -> std::io::Result<()> {
         Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
             format!("cannot send {name}: no signals on this platform"),
         ))
     }
 
-    pub fn forward(_pid: u32, _signal: i32) -> std::io::Result<()> {
+    pub fn forward(_pid: u32, _group: bool, _signal: i32) -> std::io::Result<()> {
         Ok(())
     }
 
     /// No signals: stopping is terminating the process.
-    pub fn terminate(child: &mut tokio::process::Child) -> std::io::Result<()> {
+    pub fn terminate(child: &mut tokio::process::Child, _group: bool) -> std::io::Result<()> {
+        child.start_kill()
+    }
+
+    pub fn kill_all(child: &mut tokio::process::Child, _group: bool) -> std::io::Result<()> {
         child.start_kill()
     }
 
@@ -145,7 +180,7 @@ mod imp {
     }
 }
 
-pub use imp::{forward, send, terminate, triggers};
+pub use imp::{configure, forward, kill_all, send, terminate, triggers};
 
 #[cfg(all(test, unix))]
 mod tests {
