@@ -80,14 +80,16 @@ fn environ(pid: u32) -> Vec<u8> {
     std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default()
 }
 
-/// Whether any process is still in process group `pgid` (field 5 of
-/// /proc/PID/stat, after the parenthesised command name).
+/// Whether a live (not zombie) process is still in process group `pgid`
+/// (/proc/PID/stat after the parenthesised name: state, ppid, pgrp).
 fn group_alive(pgid: u32) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
         std::fs::read_to_string(e.path().join("stat")).is_ok_and(|stat| {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(2).map(str::to_owned))
-                .is_some_and(|g| g == pgid.to_string())
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
         })
     })
 }
