@@ -14,6 +14,8 @@ mod config;
 mod deploy_recipes;
 mod docs;
 mod e2e_servers;
+#[cfg(unix)]
+mod exec;
 mod identity_arc;
 mod identity_e2e;
 mod identity_sources;

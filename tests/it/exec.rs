@@ -1,15 +1,11 @@
 //! `kvsync exec` end to end (issue 16): the real binary supervising a shell
 //! child against the in-process emulator. Tests wait for kvsync's log events
 //! and for files the child writes (bounded polls), never for fixed sleeps.
-#![cfg(unix)]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod harness;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::{Agent, Harness, read};
+use crate::support::harness::{Agent, Harness, read};
 use nix::sys::signal::Signal;
 
 const CANARY_1: &str = "canary-exec-1-5b9d2e7a";
