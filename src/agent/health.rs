@@ -113,7 +113,8 @@ pub async fn serve(
             let (health, metrics, demand) = (health.clone(), metrics.clone(), on_demand.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let (health, metrics, demand) = (health.clone(), metrics.clone(), demand.clone());
+                    let (health, metrics, demand) =
+                        (health.clone(), metrics.clone(), demand.clone());
                     async move {
                         if let Some(r) = on_demand::route(&req, demand.as_deref()).await {
                             return Ok::<_, Infallible>(r);

@@ -108,9 +108,10 @@ pub async fn run_with(
     let config = engine.config().clone();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.agent.interval));
-    let on_demand = Arc::new(OnDemand::new(config.agent.listen.is_some_and(|a| {
-        OnDemand::allowed_for(a, config.agent.allow_remote_sync)
-    })));
+    let on_demand =
+        Arc::new(OnDemand::new(config.agent.listen.is_some_and(|a| {
+            OnDemand::allowed_for(a, config.agent.allow_remote_sync)
+        })));
     let _server = match config.agent.listen {
         Some(addr) => match health::serve(
             addr,

@@ -146,9 +146,7 @@ pub async fn route<B>(
     if req.uri().path() != "/sync" {
         return None;
     }
-    let Some(on_demand) = on_demand else {
-        return None;
-    };
+    let on_demand = on_demand?;
     if req.method() != Method::POST {
         return Some(text(StatusCode::METHOD_NOT_ALLOWED, "use POST /sync"));
     }

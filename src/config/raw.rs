@@ -123,7 +123,8 @@ pub struct RawSecretTable {
 #[derive(Debug)]
 pub enum RawSecret {
     Name(Spanned<String>),
-    Table(RawSecretTable),
+    /// Boxed: the table is far larger than a name.
+    Table(Box<RawSecretTable>),
 }
 
 /// One `[[file]]` table. `mode`, `dir_mode`, `owner` and `group` are kept as
@@ -314,7 +315,9 @@ impl<'i> Cx<'_, 'i> {
                 DeValue::String(s) => {
                     Some(RawSecret::Name(Spanned::new(entry.span(), s.to_string())))
                 }
-                DeValue::Table(_) => self.de(entry, &key).map(RawSecret::Table),
+                DeValue::Table(_) => self
+                    .de::<RawSecretTable>(entry, &key)
+                    .map(|t| RawSecret::Table(Box::new(t))),
                 other => {
                     self.problems.push(Problem::new(
                         Some(entry.span()),

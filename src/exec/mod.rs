@@ -154,10 +154,17 @@ impl Supervisor {
             }
             OnChange::Restart => {
                 let Some(env) = env else {
-                    tracing::warn!(reason = why, "not restarting the child: its [env] could not be rendered this round");
+                    tracing::warn!(
+                        reason = why,
+                        "not restarting the child: its [env] could not be rendered this round"
+                    );
                     return Ok(());
                 };
-                tracing::info!(pid = self.pid().unwrap_or(0), reason = why, "restarting child");
+                tracing::info!(
+                    pid = self.pid().unwrap_or(0),
+                    reason = why,
+                    "restarting child"
+                );
                 self.stop_child().await;
                 self.start(env)
             }

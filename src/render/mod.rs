@@ -253,7 +253,8 @@ impl Renderer {
             };
             let var = name.trim_start_matches("env:").to_owned();
             let Some(tctx) = &prepared.0 else {
-                errors.push(entry.error(None, "internal: cannot build the template context".into()));
+                errors
+                    .push(entry.error(None, "internal: cannot build the template context".into()));
                 continue;
             };
             match self.tera.render(name, tctx) {

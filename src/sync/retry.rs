@@ -154,7 +154,10 @@ mod tests {
 
     #[tokio::test]
     async fn permanent_failures_and_no_budget_stop_at_once() {
-        let out = with_budget(Some(Duration::from_secs(60)), FAST, || async { Err::<(), _>(E(false)) }).await;
+        let out = with_budget(Some(Duration::from_secs(60)), FAST, || async {
+            Err::<(), _>(E(false))
+        })
+        .await;
         assert_eq!(out.attempts, 1);
         let out = with_budget(None, FAST, || async { Err::<(), _>(E(true)) }).await;
         assert_eq!(out.attempts, 1);
@@ -162,7 +165,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_budget_bounds_the_attempts() {
-        let out = with_budget(Some(Duration::from_millis(100)), FAST, || async { Err::<(), _>(E(true)) }).await;
+        let out = with_budget(Some(Duration::from_millis(100)), FAST, || async {
+            Err::<(), _>(E(true))
+        })
+        .await;
         assert!(out.result.is_err());
         // 1 + pauses of ≤10, ≤20, ≤40 ms and the rest of 100 ms: a handful.
         assert!((3..=8).contains(&out.attempts), "{}", out.attempts);

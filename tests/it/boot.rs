@@ -106,10 +106,17 @@ async fn keep_going_writes_and_hooks_the_groups_that_can_be() {
     let o = h.once(&config, &["--keep-going"]).await;
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("bad-secret") && err.contains("404"), "names the failure: {err}");
+    assert!(
+        err.contains("bad-secret") && err.contains("404"),
+        "names the failure: {err}"
+    );
     assert_eq!(read(&h.path("out/good.txt")), "good-v1");
     assert!(!h.path("out/bad.txt").exists());
-    assert_eq!(read(&h.path("hook.log")), "good\n", "only the good group's hook ran");
+    assert_eq!(
+        read(&h.path("hook.log")),
+        "good\n",
+        "only the good group's hook ran"
+    );
 
     // The same through [agent] keep_going; the bad group recovers.
     let config = two_groups(&h, "[agent]\nkeep_going = true\n");
@@ -150,16 +157,26 @@ async fn wait_outlasts_an_identity_endpoint_that_is_down_at_boot() {
     let o = h.once(&config, &[]).await;
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 
-    let mut kv = h.spawn(&["once", "-c", config.to_str().unwrap(), "--wait", "30s"], &[]);
+    let mut kv = h.spawn(
+        &["once", "-c", config.to_str().unwrap(), "--wait", "30s"],
+        &[],
+    );
     // HIMDS comes up once kvsync has failed (and is retrying), ~2-3 s in.
     kv.wait_for("transient failure, retrying", SECS_60).await;
     h.emu.set_himds_down(false).await.unwrap();
     let (code, log) = kv.terminate_after_signal().await;
     assert_eq!(code, Some(0), "{}", log.join("\n"));
     assert_eq!(read(&h.path("out/a.txt")), "a-v1");
-    let retries = log.iter().filter(|l| l.contains("transient failure, retrying")).count();
+    let retries = log
+        .iter()
+        .filter(|l| l.contains("transient failure, retrying"))
+        .count();
     assert_eq!(retries, 1, "one line per state change: {}", log.join("\n"));
-    assert!(log.iter().any(|l| l.contains("recovered")), "{}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l.contains("recovered")),
+        "{}",
+        log.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,8 +221,10 @@ async fn http(port: u16, method: &str, path: &str) -> (u16, String) {
         .await
         .unwrap();
     s.write_all(
-        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .await
     .unwrap();
@@ -239,7 +258,11 @@ async fn post_sync_runs_a_round_and_concurrent_posts_share_it() {
     assert_eq!(status, 200, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["ok"], true, "{body}");
-    assert_eq!(answer["files_changed"][0], file.display().to_string(), "{body}");
+    assert_eq!(
+        answer["files_changed"][0],
+        file.display().to_string(),
+        "{body}"
+    );
     assert!(!body.contains("a-v2"), "no value in the answer");
     assert_ne!(stamp(&file), before);
     assert_eq!(read(&file), "a-v2");

@@ -112,7 +112,10 @@ async fn the_child_sees_the_value_and_is_restarted_with_the_new_one() {
     // kvsync's own environment never holds the value; the child's does.
     let kvsync_pid = kv.child.id().unwrap();
     assert!(!contains(&environ(kvsync_pid), CANARY_1));
-    assert!(contains(&environ(first_pid), CANARY_1), "sanity: the child has it");
+    assert!(
+        contains(&environ(first_pid), CANARY_1),
+        "sanity: the child has it"
+    );
 
     // Rotation: restarted within an interval (1 s), with the new value.
     h.emu.set_secret("db-password", CANARY_2);
@@ -126,14 +129,21 @@ async fn the_child_sees_the_value_and_is_restarted_with_the_new_one() {
         "the old child's whole group (sh and its sleep) is gone"
     );
     // One interval plus a round; generous for a loaded machine.
-    assert!(rotated.elapsed() < Duration::from_secs(20), "{:?}", rotated.elapsed());
+    assert!(
+        rotated.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        rotated.elapsed()
+    );
     assert!(!contains(&environ(kvsync_pid), CANARY_2));
 
     let (code, log) = kv.terminate().await;
     // sleep was killed by the forwarded SIGTERM: 128 + 15.
     assert_eq!(code, Some(143), "{}", log.join("\n"));
     let log = log.join("\n");
-    assert!(log.contains("TRACE") || log.contains("DEBUG"), "trace logs captured");
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "trace logs captured"
+    );
     for canary in [CANARY_1, CANARY_2] {
         assert!(!log.contains(canary), "value in kvsync's log:\n{log}");
     }
@@ -190,7 +200,12 @@ async fn a_child_that_exits_on_its_own_sets_kvsync_exit_code() {
     let h = Harness::new().await;
     h.emu.set_secret("db-password", CANARY_1);
     let config = exec_config(&h, "");
-    let mut kv = spawn_exec(&h, &config, r#"test -n "$DATABASE_PASSWORD" && exit 3"#, &[]);
+    let mut kv = spawn_exec(
+        &h,
+        &config,
+        r#"test -n "$DATABASE_PASSWORD" && exit 3"#,
+        &[],
+    );
     kv.wait_for("child exited", SECS_60).await;
     let (code, _) = kv.terminate_after_signal().await;
     assert_eq!(code, Some(3));

@@ -12,6 +12,7 @@ mod certs;
 mod certs_pipeline;
 mod change_detection;
 mod config;
+mod config_exec;
 mod deploy_recipes;
 mod docs;
 mod e2e_servers;
