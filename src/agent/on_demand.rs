@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
-use super::round::RoundOutcome;
+use crate::sync::Outcome;
 
 /// Longest a `POST /sync` waits for its round. A round is bounded by
 /// `[agent] deadline` (default 2 min) plus its hooks (`hook_timeout` each);
@@ -37,20 +37,19 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(round: u64, outcome: &RoundOutcome) -> Self {
+    pub fn of(round: u64, outcome: &Outcome) -> Self {
         let mut failures = BTreeMap::new();
-        for (kind, _) in &outcome.failures {
-            *failures.entry((*kind).to_owned()).or_insert(0) += 1;
+        for e in &outcome.failures {
+            *failures.entry(e.kind().as_str().to_owned()).or_insert(0) += 1;
         }
         Self {
             round,
             ok: outcome.ok(),
             files_changed: outcome
-                .changed
-                .iter()
-                .map(|p| p.display().to_string())
+                .changed()
+                .map(|f| f.path.display().to_string())
                 .collect(),
-            hooks_run: outcome.hooks_run,
+            hooks_run: outcome.hooks_run.len(),
             failures,
         }
     }

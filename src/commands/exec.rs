@@ -7,9 +7,9 @@ use std::path::Path;
 
 use crate::agent::Triggers;
 use crate::commands::EXIT_SYNC_FAILED;
+use crate::commands::once::{Failed, budgeted};
 use crate::env::Env;
 use crate::exec::{ExecCommand, StopSignal, Supervisor, signals};
-use crate::sync::retry::{self, Backoff};
 use crate::sync::{Engine, RoundOptions};
 
 /// Shell convention: the command was not found / could not be executed.
@@ -34,16 +34,14 @@ pub async fn run(
         args: parts.collect(),
     };
     let wait = engine.config().agent.once_wait;
-    let out = retry::with_budget(wait, Backoff::default(), || {
-        engine.once(RoundOptions::default())
-    })
-    .await;
-    let report = match out.result {
-        Ok(report) => report,
-        Err(e) => {
+    let (result, _) = budgeted(&engine, RoundOptions::once(false), wait).await;
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(Failed(outcome)) => {
             tracing::error!("first sync failed; not starting the command");
             eprintln!(
-                "kvsync: sync failed, command not started:\n{e}\n({})",
+                "kvsync: sync failed, command not started:\n{}\n({})",
+                outcome.failure_text(),
                 crate::TROUBLESHOOTING
             );
             return EXIT_SYNC_FAILED;
@@ -53,13 +51,14 @@ pub async fn run(
         return signals::stopped_exit_code(stop.get());
     }
     let mut supervisor = Supervisor::new(command, engine.config().exec.clone(), stop);
-    if let Err(e) = supervisor.start(&report.env) {
+    let values = outcome.env.unwrap_or_default();
+    if let Err(e) = supervisor.start(&values) {
         eprintln!("kvsync: {e}");
         return match e.kind() {
             std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
             _ => EXIT_NOT_EXECUTABLE,
         };
     }
-    drop(report);
+    drop(values);
     crate::agent::run_with(path, env, engine, triggers, Some(supervisor)).await
 }

@@ -23,4 +23,5 @@ mod identity_e2e;
 mod identity_sources;
 mod once;
 mod render_golden;
+mod round;
 mod vault_client;
