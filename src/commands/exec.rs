@@ -34,7 +34,16 @@ pub async fn run(
         args: parts.collect(),
     };
     let wait = engine.config().agent.once_wait;
-    let (result, _) = budgeted(&engine, RoundOptions::once(false), wait).await;
+    let (result, _) = budgeted(
+        &engine,
+        RoundOptions::once(false),
+        wait,
+        triggers.stop.clone(),
+    )
+    .await;
+    if *triggers.stop.borrow() {
+        return signals::stopped_exit_code(stop.get());
+    }
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(Failed(outcome)) => {
@@ -47,9 +56,6 @@ pub async fn run(
             return EXIT_SYNC_FAILED;
         }
     };
-    if *triggers.stop.borrow() {
-        return signals::stopped_exit_code(stop.get());
-    }
     let mut supervisor = Supervisor::new(command, engine.config().exec.clone(), stop);
     let values = outcome.env.unwrap_or_default();
     if let Err(e) = supervisor.start(&values) {

@@ -42,17 +42,18 @@ impl Transient for Failed {
 }
 
 /// Rounds with `options` until one succeeds, a failure is not transient,
-/// or `wait` is spent (`None`: one round). Returns the last outcome and
+/// `wait` is spent (`None`: one round) or `stop` turns true (a round is
+/// then abandoned before its first write). Returns the last outcome and
 /// the number of attempts.
 pub async fn budgeted(
     engine: &Engine,
     options: RoundOptions,
     wait: Option<Duration>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Result<Outcome, Failed>, u32) {
-    let (_never, stop) = tokio::sync::watch::channel(false);
     // Kept across attempts: a failed hook is retried with the next one.
     let state = tokio::sync::Mutex::new(RoundState::default());
-    let out = retry::with_budget(wait, Backoff::default(), || {
+    let out = retry::with_budget(wait, Backoff::default(), stop.clone(), || {
         let (state, mut stop) = (&state, stop.clone());
         async move {
             let mut state = state.lock().await;
@@ -74,7 +75,9 @@ pub async fn run(engine: &Engine, options: Options) -> u8 {
     if options.keep_going {
         round.policy = Policy::PerGroup;
     }
-    let (result, attempts) = budgeted(engine, round, options.wait).await;
+    // `once` installs no signal handler (a signal ends it): never stopped.
+    let (_never, stop) = tokio::sync::watch::channel(false);
+    let (result, attempts) = budgeted(engine, round, options.wait, stop).await;
     let after = match (options.wait, attempts) {
         (Some(_), n) if n > 1 => format!(" after {n} attempts"),
         _ => String::new(),

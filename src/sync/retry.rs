@@ -55,10 +55,11 @@ pub struct Budgeted<T, E> {
 }
 
 /// Run `attempt` until it succeeds, fails for good, or `budget` is spent
-/// (`None`: exactly one attempt).
+/// (`None`: exactly one attempt), or `stop` turns true (no further attempt).
 pub async fn with_budget<T, E, F, Fut>(
     budget: Option<Duration>,
     backoff: Backoff,
+    mut stop: tokio::sync::watch::Receiver<bool>,
     mut attempt: F,
 ) -> Budgeted<T, E>
 where
@@ -87,8 +88,9 @@ where
             Err(e) => e,
         };
         let left = budget.map(|b| b.saturating_sub(start.elapsed()));
-        let Some(left) = left.filter(|l| !l.is_zero() && error.is_transient()) else {
-            if budget.is_some() && error.is_transient() {
+        let stopping = *stop.borrow();
+        let Some(left) = left.filter(|l| !l.is_zero() && error.is_transient() && !stopping) else {
+            if budget.is_some() && error.is_transient() && !stopping {
                 tracing::error!(attempts, "retry budget spent; giving up");
             }
             return Budgeted {
@@ -106,8 +108,21 @@ where
             tracing::debug!(attempts, "still failing");
         }
         last_state = Some(state);
-        tokio::time::sleep(jittered(delay).min(left)).await;
+        tokio::select! {
+            () = tokio::time::sleep(jittered(delay).min(left)) => {}
+            () = stopped(&mut stop) => {
+                tracing::info!("stop requested; not retrying");
+                return Budgeted { result: Err(error), attempts };
+            }
+        }
         delay = (delay * 2).min(backoff.max);
+    }
+}
+
+/// Resolves when `stop` turns true; never when its sender is gone.
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -126,6 +141,33 @@ mod tests {
         max: Duration::from_millis(40),
     };
 
+    fn never() -> tokio::sync::watch::Receiver<bool> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        std::mem::forget(tx);
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_stop_request_ends_the_retries() {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut n = 0;
+        let out = with_budget(
+            Some(Duration::from_secs(600)),
+            Backoff::default(),
+            rx,
+            || {
+                n += 1;
+                if n == 2 {
+                    let _ = tx.send(true);
+                }
+                async { Err::<(), _>(E(true)) }
+            },
+        )
+        .await;
+        assert!(out.result.is_err());
+        assert_eq!(out.attempts, 2, "no attempt after the stop request");
+    }
+
     #[derive(Debug)]
     struct E(bool);
     impl std::fmt::Display for E {
@@ -142,7 +184,7 @@ mod tests {
     #[tokio::test]
     async fn transient_failures_are_retried_until_success() {
         let mut n = 0;
-        let out = with_budget(Some(Duration::from_secs(60)), FAST, || {
+        let out = with_budget(Some(Duration::from_secs(60)), FAST, never(), || {
             n += 1;
             let r = if n < 4 { Err(E(true)) } else { Ok(n) };
             async move { r }
@@ -154,18 +196,18 @@ mod tests {
 
     #[tokio::test]
     async fn permanent_failures_and_no_budget_stop_at_once() {
-        let out = with_budget(Some(Duration::from_secs(60)), FAST, || async {
+        let out = with_budget(Some(Duration::from_secs(60)), FAST, never(), || async {
             Err::<(), _>(E(false))
         })
         .await;
         assert_eq!(out.attempts, 1);
-        let out = with_budget(None, FAST, || async { Err::<(), _>(E(true)) }).await;
+        let out = with_budget(None, FAST, never(), || async { Err::<(), _>(E(true)) }).await;
         assert_eq!(out.attempts, 1);
     }
 
     #[tokio::test]
     async fn the_budget_bounds_the_attempts() {
-        let out = with_budget(Some(Duration::from_millis(100)), FAST, || async {
+        let out = with_budget(Some(Duration::from_millis(100)), FAST, never(), || async {
             Err::<(), _>(E(true))
         })
         .await;

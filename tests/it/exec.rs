@@ -249,3 +249,30 @@ async fn sigint_stops_a_child_and_a_missing_command_is_127() {
     let (code, _) = kv.terminate_after_signal().await;
     assert_eq!(code, Some(130), "sleep killed by the forwarded SIGINT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_the_boot_retries_stops_without_starting_the_child() {
+    let h = Harness::new().await;
+    h.emu.set_secret("db-password", CANARY_1);
+    let config = h.write_config(
+        r#"
+[agent]
+deadline = "2s"
+once_wait = "10m"
+
+[secrets]
+db_password = "db-password"
+
+[env]
+DATABASE_PASSWORD = "{{ secrets.db_password }}"
+"#,
+    );
+    h.emu.set_himds_down(true).await.unwrap();
+    let marker = h.path("started");
+    let mut kv = spawn_exec(&h, &config, &format!("touch {}", marker.display()), &[]);
+    kv.wait_for("transient failure, retrying", SECS_60).await;
+    // Well inside the 10 min budget: only the signal explains the exit.
+    let (code, log) = kv.terminate().await;
+    assert_eq!(code, Some(143), "{}", log.join("\n"));
+    assert!(!marker.exists(), "the command never ran");
+}
