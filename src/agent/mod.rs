@@ -19,7 +19,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch as tokio_watch};
 
-use crate::commands::{self, EXIT_OK, SetupError};
+use crate::app::{self, AppError};
 use crate::env::Env;
 use crate::exec::Supervisor;
 use crate::sync::{Engine, FailureKind, Outcome, RoundState};
@@ -89,23 +89,30 @@ struct Agent {
     exec: Option<Supervisor>,
 }
 
-/// Run the agent until a stop trigger; returns the exit code.
-pub async fn run(path: &Path, env: &Env, engine: Engine, triggers: Triggers) -> u8 {
-    run_with(path, env, engine, triggers, None).await
+/// Run the agent until a stop trigger.
+pub async fn run(
+    path: &Path,
+    env: &Env,
+    engine: Engine,
+    triggers: Triggers,
+) -> Result<(), AppError> {
+    run_with(path, env, engine, triggers, None)
+        .await
+        .map(|_| ())
 }
 
 /// The agent loop, optionally supervising a `kvsync exec` child that was
 /// started after an all-or-nothing first round: the loop then begins by
 /// waiting, restarts or signals the child after rounds that changed its
-/// `[env]` or a file, and ends (with the child's exit code) when the child
-/// exits or after forwarding a stop signal to it.
+/// `[env]` or a file, and ends when the child exits or after forwarding a
+/// stop signal to it. Returns the child's exit code (0 without a child).
 pub async fn run_with(
     path: &Path,
     env: &Env,
     engine: Engine,
     mut triggers: Triggers,
     exec: Option<Supervisor>,
-) -> u8 {
+) -> Result<u8, AppError> {
     let config = engine.config().clone();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.agent.interval));
@@ -114,20 +121,19 @@ pub async fn run_with(
             OnDemand::allowed_for(a, config.agent.allow_remote_sync)
         })));
     let _server = match config.agent.listen {
-        Some(addr) => match health::serve(
-            addr,
-            health.clone(),
-            metrics.clone(),
-            Some(on_demand.clone()),
-        )
-        .await
-        {
-            Ok(handle) => Some(handle),
-            Err(e) => {
-                eprintln!("kvsync: cannot listen on {addr}: {e}");
-                return commands::EXIT_SYNC_FAILED;
-            }
-        },
+        Some(addr) => Some(
+            health::serve(
+                addr,
+                health.clone(),
+                metrics.clone(),
+                Some(on_demand.clone()),
+            )
+            .await
+            .map_err(|source| AppError::Io {
+                what: format!("cannot listen on {addr}"),
+                source,
+            })?,
+        ),
         None => None,
     };
     let notifier = Notifier::from_env(env);
@@ -200,7 +206,7 @@ pub async fn run_with(
     };
     agent.notifier.stopping();
     tracing::info!("stopping");
-    code
+    Ok(code)
 }
 
 fn start_watcher(config: &crate::config::Config) -> Option<ConfigWatcher> {
@@ -228,7 +234,7 @@ impl Agent {
     async fn stop_child(&mut self) -> u8 {
         match self.exec.as_mut() {
             Some(exec) => exec.stop().await,
-            None => EXIT_OK,
+            None => app::EXIT_OK,
         }
     }
 
@@ -351,16 +357,8 @@ impl Agent {
 
     /// A new engine for the reloaded config, keeping the vault client (and
     /// its cached token) when the identity and TLS settings are unchanged.
-    fn rebuild(&self) -> Result<Engine, SetupError> {
-        let (config, renderer) = commands::load(&self.path)?;
-        let old = self.engine.config();
-        let same_client =
-            format!("{:?}{:?}", config.auth, config.tls) == format!("{:?}{:?}", old.auth, old.tls);
-        let vault = if same_client {
-            self.engine.vault().clone()
-        } else {
-            commands::vault_client(&config, &self.env)?
-        };
-        Ok(Engine::new(config, renderer, vault))
+    fn rebuild(&self) -> Result<Engine, AppError> {
+        let keep = (self.engine.config(), self.engine.vault());
+        app::engine(&self.path, &self.env, Some(keep))
     }
 }

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use crate::agent::Triggers;
-use crate::commands::EXIT_SYNC_FAILED;
+use crate::app::AppError;
 use crate::commands::once::{Failed, budgeted};
 use crate::env::Env;
 use crate::exec::{ExecCommand, StopSignal, Supervisor, signals};
@@ -23,11 +23,11 @@ pub async fn run(
     triggers: Triggers,
     stop: StopSignal,
     command: Vec<OsString>,
-) -> u8 {
+) -> Result<(), AppError> {
     let mut parts = command.into_iter();
+    // clap requires at least one word after `--`.
     let Some(program) = parts.next() else {
-        eprintln!("kvsync: exec needs a command after --");
-        return crate::commands::EXIT_USAGE;
+        return Ok(());
     };
     let command = ExecCommand {
         program,
@@ -42,29 +42,36 @@ pub async fn run(
     )
     .await;
     if *triggers.stop.borrow() {
-        return signals::stopped_exit_code(stop.get());
+        return child_status(signals::stopped_exit_code(stop.get()));
     }
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(Failed(outcome)) => {
             tracing::error!("first sync failed; not starting the command");
-            eprintln!(
-                "kvsync: sync failed, command not started:\n{}\n({})",
-                outcome.failure_text(),
-                crate::TROUBLESHOOTING
-            );
-            return EXIT_SYNC_FAILED;
+            return Err(AppError::Sync(format!(
+                "{}\n(the command was not started)",
+                outcome.failure_text()
+            )));
         }
     };
     let mut supervisor = Supervisor::new(command, engine.config().exec.clone(), stop);
     let values = outcome.env.unwrap_or_default();
     if let Err(e) = supervisor.start(&values) {
-        eprintln!("kvsync: {e}");
-        return match e.kind() {
+        eprintln!("{}{e}", crate::app::PREFIX);
+        return child_status(match e.kind() {
             std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
             _ => EXIT_NOT_EXECUTABLE,
-        };
+        });
     }
     drop(values);
-    crate::agent::run_with(path, env, engine, triggers, Some(supervisor)).await
+    child_status(crate::agent::run_with(path, env, engine, triggers, Some(supervisor)).await?)
+}
+
+/// kvsync's result for a child status: 0 is success, anything else is
+/// passed through as the exit code.
+fn child_status(code: u8) -> Result<(), AppError> {
+    match code {
+        0 => Ok(()),
+        code => Err(AppError::Child(code)),
+    }
 }

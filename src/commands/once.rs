@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::commands::{EXIT_OK, EXIT_SYNC_FAILED};
+use crate::app::AppError;
 use crate::sync::retry::{self, Backoff, Transient};
 use crate::sync::{Engine, FailureKind, Outcome, Policy, RoundOptions, RoundState};
 use crate::write::Change;
@@ -69,8 +69,8 @@ pub async fn budgeted(
     (out.result, out.attempts)
 }
 
-/// Run the round and report; returns the exit code.
-pub async fn run(engine: &Engine, options: Options) -> u8 {
+/// Run the round and report.
+pub async fn run(engine: &Engine, options: Options) -> Result<(), AppError> {
     let mut round = RoundOptions::once(options.dry_run);
     if options.keep_going {
         round.policy = Policy::PerGroup;
@@ -78,10 +78,6 @@ pub async fn run(engine: &Engine, options: Options) -> u8 {
     // `once` installs no signal handler (a signal ends it): never stopped.
     let (_never, stop) = tokio::sync::watch::channel(false);
     let (result, attempts) = budgeted(engine, round, options.wait, stop).await;
-    let after = match (options.wait, attempts) {
-        (Some(_), n) if n > 1 => format!(" after {n} attempts"),
-        _ => String::new(),
-    };
     match result {
         Ok(outcome) => {
             if options.dry_run {
@@ -94,29 +90,24 @@ pub async fn run(engine: &Engine, options: Options) -> u8 {
                     "sync complete"
                 );
             }
-            EXIT_OK
-        }
-        Err(Failed(outcome)) if options.keep_going => {
-            tracing::error!(
-                changed = outcome.changed().count(),
-                failures = outcome.failures.len(),
-                "sync failed in part: the other hook groups were written; failed ones keep their last good files"
-            );
-            eprintln!(
-                "kvsync: sync failed for part of the files{after} (--keep-going: the rest was written):\n{}\n({})",
-                outcome.failure_text(),
-                crate::TROUBLESHOOTING
-            );
-            EXIT_SYNC_FAILED
+            Ok(())
         }
         Err(Failed(outcome)) => {
-            tracing::error!("sync failed, no file was left half-written");
-            eprintln!(
-                "kvsync: sync failed{after}:\n{}\n({})",
-                outcome.failure_text(),
-                crate::TROUBLESHOOTING
-            );
-            EXIT_SYNC_FAILED
+            let mut text = outcome.failure_text();
+            if options.wait.is_some() && attempts > 1 {
+                text.push_str(&format!("\n(gave up after {attempts} attempts)"));
+            }
+            if options.keep_going {
+                tracing::error!(
+                    changed = outcome.changed().count(),
+                    failures = outcome.failures.len(),
+                    "sync failed in part: the other hook groups were written; failed ones keep their last good files"
+                );
+                text.push_str("\n(--keep-going: the other hook groups were written)");
+            } else {
+                tracing::error!("sync failed, no file was left half-written");
+            }
+            Err(AppError::Sync(text))
         }
     }
 }

@@ -209,7 +209,7 @@ impl Supervisor {
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot wait for the child");
-                crate::commands::EXIT_SYNC_FAILED
+                crate::app::EXIT_SYNC_FAILED
             }
         };
         self.child = None;

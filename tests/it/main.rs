@@ -7,6 +7,7 @@
 mod support;
 
 mod agent;
+mod app;
 mod boot;
 mod certs;
 mod certs_pipeline;
