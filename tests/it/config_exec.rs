@@ -139,3 +139,28 @@ fn env_templates_are_checked_like_files() {
         "{text:?}"
     );
 }
+
+/// The issue-16 examples of docs/CONFIG.md (```toml standalone blocks, each
+/// a config of its own) parse and compile.
+#[test]
+fn config_reference_standalone_examples_parse() {
+    let doc = include_str!("../../docs/CONFIG.md");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut current, line.trim()) {
+            (None, "```toml standalone") => current = Some(String::new()),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(blocks.len(), 2, "the optional-secret and exec examples");
+    for block in blocks {
+        let c = parse(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        kvsync::render::Renderer::compile(&c).unwrap_or_else(|e| panic!("{e:?}\n{block}"));
+    }
+}
