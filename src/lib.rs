@@ -11,7 +11,9 @@
 //!
 //! [`sync`] runs one round of it (`kvsync once`: all or nothing); [`agent`]
 //! repeats it (`kvsync run`: per hook group, with list-based change
-//! detection in [`sync::changes`]); [`commands`] wraps both for `main`.
+//! detection in [`sync::changes`]); [`exec`] supervises a command whose
+//! environment carries rendered secrets (`kvsync exec`, driven by the
+//! agent's loop); [`commands`] wraps them for `main`.
 //! Invariants that hold across stages:
 //!
 //! * Secret values and tokens live in [`secrecy::SecretString`] (or
