@@ -10,7 +10,10 @@
 //! is the caller's job.
 
 pub mod models;
+pub mod objects;
 pub mod transport;
+
+pub use objects::{CertificateBundle, KeyBundle};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -110,6 +113,34 @@ pub enum VaultError {
     )]
     ListForbidden {
         vault: String,
+        code: String,
+        identity: String,
+    },
+    #[error(
+        "vault {vault}: access to {kind} '{name}' denied (HTTP 403 {code}) for identity {identity}: {grant}"
+    )]
+    ObjectForbidden {
+        vault: String,
+        kind: &'static str,
+        name: String,
+        code: String,
+        identity: String,
+        grant: &'static str,
+    },
+    #[error("vault {vault}: {kind} '{name}'{version} not found (HTTP 404 {code})")]
+    ObjectNotFound {
+        vault: String,
+        kind: &'static str,
+        name: String,
+        version: String,
+        code: String,
+    },
+    #[error(
+        "vault {vault}: selection '{selection}' cannot list the vault's secrets (HTTP 403 {code}) for identity {identity}: a selection needs the secret list permission (data action Microsoft.KeyVault/vaults/secrets/readMetadata/action, in the roles 'Key Vault Secrets User' and 'Key Vault Reader'; or an access policy with secret List)"
+    )]
+    SelectionForbidden {
+        vault: String,
+        selection: String,
         code: String,
         identity: String,
     },
@@ -294,7 +325,7 @@ fn list_url(vault: &Url) -> Option<Url> {
 
 /// `{vault}/{segments...}?api-version=` (each segment percent-encoded);
 /// `None` when the vault URL cannot carry a path.
-fn vault_url(vault: &Url, segments: &[&str]) -> Option<Url> {
+pub(crate) fn vault_url(vault: &Url, segments: &[&str]) -> Option<Url> {
     let mut url = vault.clone();
     url.set_query(None);
     url.set_fragment(None);
@@ -352,7 +383,7 @@ pub fn identity_label(token: &AccessToken) -> String {
     }
 }
 
-fn has_code(codes: &[String], code: &str) -> bool {
+pub(crate) fn has_code(codes: &[String], code: &str) -> bool {
     codes.iter().any(|c| c.eq_ignore_ascii_case(code))
 }
 
