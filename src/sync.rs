@@ -15,6 +15,7 @@
 //! * nothing here prints a secret value: outcomes name paths and changes only.
 
 pub mod changes;
+mod select;
 mod stage;
 
 pub use stage::STAGE_THREADS;
@@ -85,6 +86,9 @@ pub enum SyncError {
     Verify(Vec<String>),
     #[error("sync did not finish within the deadline of {}", humantime::format_duration(*.0))]
     Deadline(Duration),
+    /// A fan-out directory (`selection`, `ccs`) could not be rendered.
+    #[error("{}", join_lines(.0))]
+    Fanout(Vec<String>),
 }
 
 impl SyncError {
@@ -134,6 +138,8 @@ pub struct Engine {
     /// Thumbprints already warned about (expiry): the agent warns once per
     /// certificate version, not every round; the metric stays current.
     expiry_warned: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Bundles of selected secrets, for the agent's next rounds.
+    select: select::SelectionCache,
 }
 
 impl Engine {
@@ -144,6 +150,7 @@ impl Engine {
             vault,
             changes: changes::ChangeCache::default(),
             expiry_warned: std::sync::Mutex::default(),
+            select: select::SelectionCache::default(),
         }
     }
 
@@ -184,6 +191,7 @@ impl Engine {
                 Err(e) => errors.push((spec.alias.clone(), e)),
             }
         }
+        self.fetch_extras(&mut ctx, &mut errors).await;
         errors.sort_by(|a, b| a.0.cmp(&b.0));
         (ctx, errors)
     }
@@ -201,7 +209,7 @@ impl Engine {
         };
         let audience = self.config.auth.audience.as_deref();
         let mut jobs = Vec::new();
-        for spec in self.config.secrets.values() {
+        for spec in self.config.secrets.values().filter(|s| select::reads_secret(s)) {
             match spec.vault.resolve(instance.as_ref(), audience) {
                 Ok(url) => jobs.push((spec, url)),
                 Err(_) if instance.is_none() && !errors.is_empty() => {}
@@ -245,6 +253,7 @@ impl Engine {
                 .as_ref()
                 .is_some_and(VaultRef::is_template)
             || self.config.secrets.values().any(|s| s.vault.is_template())
+            || self.config.selections.values().any(|s| s.vault.is_template())
     }
 
     /// The instance metadata `compute` object, fetched (at most once per
@@ -268,7 +277,7 @@ impl Engine {
     pub fn add_certificates(&self, ctx: &mut render::Context) -> Vec<SyncError> {
         let mut errors = Vec::new();
         for spec in self.config.secrets.values() {
-            if spec.kind != SecretKind::Certificate {
+            if spec.kind != SecretKind::Certificate || spec.public_only {
                 continue;
             }
             let Some(bundle) = ctx.secrets.get(&spec.alias) else {
@@ -377,18 +386,62 @@ impl Engine {
                 return Err(first);
             }
             self.warn_expiring(&ctx);
-            self.render_all(&ctx)
+            let rendered = self.render_all(&ctx)?;
+            let (plans, errors) = crate::fanout::plan_all(&self.config, &ctx);
+            if !errors.is_empty() {
+                return Err(SyncError::Fanout(errors));
+            }
+            Ok((rendered, plans))
         })
         .await
         .map_err(|_| SyncError::Deadline(deadline))??;
+        let (rendered, plans) = rendered;
         if options.dry_run {
-            return self.plan(&rendered);
+            let mut report = self.plan(&rendered)?;
+            let (fanned, _) = self.apply_fanouts(&plans, true)?;
+            report.files.extend(fanned);
+            return Ok(report);
         }
         let staged = self.stage_all(&rendered)?;
         self.verify_all(&staged).await?;
-        let (files, mut backups) = self.commit_all(staged)?;
-        let hooks_run = self.run_hooks(&files, &mut backups).await?;
+        let (mut files, mut backups) = self.commit_all(staged)?;
+        let (fanned, fan_groups) = self.apply_fanouts(&plans, false)?;
+        files.extend(fanned);
+        let hooks_run = self.run_hooks(&files, &fan_groups, &mut backups).await?;
         Ok(RoundReport { files, hooks_run })
+    }
+
+    /// Write every planned fan-out directory (see [`crate::fanout`]):
+    /// outcomes per file (a removed file counts as `Updated`) and the
+    /// changed paths by hook command.
+    pub fn apply_fanouts(
+        &self,
+        plans: &[crate::fanout::Plan],
+        dry_run: bool,
+    ) -> Result<(Vec<FileOutcome>, Vec<(String, Vec<PathBuf>)>), WriteError> {
+        let mut files = Vec::new();
+        let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
+        for plan in plans {
+            let Some(spec) = self.config.fanouts.get(plan.index) else {
+                continue;
+            };
+            let applied = crate::fanout::apply(spec, plan, dry_run)?;
+            if let Some(command) = &spec.on_change {
+                let changed = applied.changed();
+                if !changed.is_empty() {
+                    match groups.iter_mut().find(|(c, _)| c == command) {
+                        Some((_, paths)) => paths.extend(changed),
+                        None => groups.push((command.clone(), changed)),
+                    }
+                }
+            }
+            files.extend(applied.written.into_iter().map(|(path, change)| FileOutcome { path, change }));
+            files.extend(applied.removed.into_iter().map(|path| FileOutcome {
+                path,
+                change: Change::Updated,
+            }));
+        }
+        Ok((files, groups))
     }
 
     /// Run the `verify` command of every changed file against its candidate
@@ -487,9 +540,16 @@ impl Engine {
     async fn run_hooks(
         &self,
         files: &[FileOutcome],
+        extra: &[(String, Vec<PathBuf>)],
         backups: &mut Backups,
     ) -> Result<Vec<String>, SyncError> {
-        let groups = hook_groups(&self.config, files);
+        let mut groups = hook_groups(&self.config, files);
+        for (command, paths) in extra {
+            match groups.iter_mut().find(|(c, _)| c == command) {
+                Some((_, p)) => p.extend(paths.iter().cloned()),
+                None => groups.push((command.clone(), paths.clone())),
+            }
+        }
         let mut ran = Vec::new();
         let mut errors = Vec::new();
         for (command, changed) in groups {

@@ -143,8 +143,50 @@ pub async fn run(
         };
         group.write(hook, &members).await;
     }
+    write_fanouts(engine, &ctx, pending, metrics, &mut outcome);
     run_pending(engine, pending, &mut backups, metrics, &mut outcome).await;
     outcome
+}
+
+/// Fan-out directories (`selection`, `ccs`): each written on its own (a
+/// failing one keeps its files); changed paths join their hook's pending
+/// list. A directory whose selection or certificate failed this round is
+/// skipped (it keeps its files).
+fn write_fanouts(
+    engine: &Engine,
+    ctx: &crate::render::Context,
+    pending: &mut PendingHooks,
+    metrics: &Metrics,
+    outcome: &mut RoundOutcome,
+) {
+    let (plans, errors) = crate::fanout::plan_all(engine.config(), ctx);
+    for e in errors {
+        outcome.transient = false;
+        metrics.failure("render");
+        outcome.failures.push(("render", e));
+    }
+    for plan in plans {
+        match engine.apply_fanouts(std::slice::from_ref(&plan), false) {
+            Ok((files, groups)) => {
+                let written = files.iter().filter(|f| f.change.is_change()).count();
+                metrics.files_written.inc_by(written as u64);
+                outcome.files_written += written;
+                for (cmd, paths) in groups {
+                    let list = pending.0.entry(cmd).or_default();
+                    for p in paths {
+                        if !list.contains(&p) {
+                            list.push(p);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                outcome.transient = false;
+                metrics.failure("write");
+                outcome.failures.push(("write", e.to_string()));
+            }
+        }
+    }
 }
 
 fn record(outcome: &mut RoundOutcome, metrics: &Metrics, e: &SyncError, kind: &'static str) {

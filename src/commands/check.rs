@@ -24,10 +24,14 @@ pub fn run(path: &Path) -> u8 {
         return EXIT_USAGE;
     }
     println!(
-        "{}: OK ({} secrets, {} files)",
+        "{}: OK ({} secrets, {}{} files)",
         path.display(),
         config.secrets.len(),
-        config.files.len()
+        match config.selections.len() {
+            0 => String::new(),
+            n => format!("{n} selections, "),
+        },
+        config.files.len() + config.fanouts.len()
     );
     EXIT_OK
 }
@@ -73,6 +77,31 @@ pub async fn online(engine: &Engine) -> u8 {
                 c.key_algorithm,
             );
         }
+    }
+    for (alias, spec) in &engine.config().secrets {
+        if let Some(k) = ctx.keys.get(alias) {
+            let _ = writeln!(
+                out,
+                "key {alias} ({}): {}, kid {}",
+                spec.name, k.key.algorithm, k.kid
+            );
+        } else if let (true, Some(c)) = (spec.public_only, ctx.certs.get(alias)) {
+            let _ = writeln!(
+                out,
+                "certificate {alias} ({}, public only): subject {}; thumbprint {}; notAfter {}; serial {}",
+                spec.name, c.subject, c.thumbprint, c.not_after, c.serial
+            );
+        }
+    }
+    for (alias, list) in &ctx.selected {
+        let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "selection {alias}: {} secrets matched{}{}",
+            names.len(),
+            if names.is_empty() { "" } else { ": " },
+            names.join(", ")
+        );
     }
     let _ = out.flush();
     drop(out);

@@ -233,6 +233,7 @@ impl Engine {
                 }
             }
         }
+        self.fetch_extras(&mut ctx, &mut errors).await;
         errors.sort_by(|a, b| a.0.cmp(&b.0));
         (ctx, errors)
     }
@@ -299,6 +300,7 @@ mod tests {
             vault: VaultRef::Url(vault()),
             kind: SecretKind::Secret,
             include_root: false,
+            public_only: false,
         }
     }
 

@@ -77,11 +77,14 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
                     vault: vault.clone().into(),
                     kind: *kind,
                     include_root: false,
+                    public_only: false,
                 };
                 (alias.to_string(), spec)
             })
             .collect(),
+        selections: Default::default(),
         files,
+        fanouts: Vec::new(),
     }
 }
 
@@ -98,6 +101,7 @@ fn file(dest: &str, source: FileSource) -> FileSpec {
         pfx_legacy: false,
         verify: None,
         rollback: false,
+        decode: None,
     }
 }
 
