@@ -129,12 +129,9 @@ fn plan_one(spec: &FanoutSpec, ctx: &Context) -> Result<Option<Vec<PlannedFile>>
                     format!("the PFX password secret `{pw}` was not fetched this round")
                 })?),
             };
-            let pfx = crate::certs::build_pfx(
-                c,
-                password.map(|b| b.value.expose_secret()),
-                *pfx_legacy,
-            )
-            .map_err(|e| format!("cannot build the PFX of `{alias}`: {e}"))?;
+            let pfx =
+                crate::certs::build_pfx(c, password.map(|b| b.value.expose_secret()), *pfx_legacy)
+                    .map_err(|e| format!("cannot build the PFX of `{alias}`: {e}"))?;
             let fingerprint = format!(
                 "{} {} {}",
                 c.thumbprint,

@@ -209,7 +209,12 @@ impl Engine {
         };
         let audience = self.config.auth.audience.as_deref();
         let mut jobs = Vec::new();
-        for spec in self.config.secrets.values().filter(|s| select::reads_secret(s)) {
+        for spec in self
+            .config
+            .secrets
+            .values()
+            .filter(|s| select::reads_secret(s))
+        {
             match spec.vault.resolve(instance.as_ref(), audience) {
                 Ok(url) => jobs.push((spec, url)),
                 Err(_) if instance.is_none() && !errors.is_empty() => {}
@@ -253,7 +258,11 @@ impl Engine {
                 .as_ref()
                 .is_some_and(VaultRef::is_template)
             || self.config.secrets.values().any(|s| s.vault.is_template())
-            || self.config.selections.values().any(|s| s.vault.is_template())
+            || self
+                .config
+                .selections
+                .values()
+                .any(|s| s.vault.is_template())
     }
 
     /// The instance metadata `compute` object, fetched (at most once per
@@ -435,7 +444,12 @@ impl Engine {
                     }
                 }
             }
-            files.extend(applied.written.into_iter().map(|(path, change)| FileOutcome { path, change }));
+            files.extend(
+                applied
+                    .written
+                    .into_iter()
+                    .map(|(path, change)| FileOutcome { path, change }),
+            );
             files.extend(applied.removed.into_iter().map(|path| FileOutcome {
                 path,
                 change: Change::Updated,

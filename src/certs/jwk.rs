@@ -167,11 +167,9 @@ mod tests {
         let k = public_key(&jwk).unwrap();
         assert_eq!(k.kty, "EC");
         assert_eq!(k.algorithm, "EC P-256");
-        let der = super::super::pem::decode_first(
-            &k.pem,
-            rustls_pki_types::pem::SectionKind::PublicKey,
-        )
-        .unwrap();
+        let der =
+            super::super::pem::decode_first(&k.pem, rustls_pki_types::pem::SectionKind::PublicKey)
+                .unwrap();
         // 0x30 0x59: SEQUENCE of 89 octets, the fixed size of a P-256 SPKI.
         assert_eq!(&der[..2], &[0x30, 0x59]);
         assert_eq!(der.len(), 91);

@@ -111,7 +111,7 @@ pub enum CertError {
     )]
     EncryptedKey,
     #[error(
-        "the certificate's private key is not exportable: its secret holds no private key (policy key_props.exportable is false, or the key lives in an HSM); deliver only the certificate, or re-create it with an exportable key"
+        "the certificate's private key is not exportable: its secret holds no private key (policy key_props.exportable is false, or the key lives in an HSM); to deliver only the certificate set public_only = true on this secret (it reads GET /certificates: format = \"cert\", certs.<alias>.cert; role Key Vault Certificate User), or re-create it with an exportable key"
     )]
     NotExportable,
     #[error("certificate secret holds no certificate")]

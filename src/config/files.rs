@@ -326,17 +326,31 @@ impl FileCx<'_> {
         let spec = spec?;
         let problem = match (spec.kind, format) {
             (SecretKind::Secret, OutputFormat::Raw) => None,
-            (SecretKind::Secret, _) => Some(format!("needs a certificate or a key: declare {name} with type = \"certificate\" (or \"key\" for format = \"pem\"), or use format = \"raw\"")),
+            (SecretKind::Secret, _) => Some(format!(
+                "needs a certificate or a key: declare {name} with type = \"certificate\" (or \"key\" for format = \"pem\"), or use format = \"raw\""
+            )),
             (SecretKind::Key, OutputFormat::Pem) => None,
-            (SecretKind::Key, _) => Some(format!("{name} is a key: the only format of a key is \"pem\" (its public key)")),
+            (SecretKind::Key, _) => Some(format!(
+                "{name} is a key: the only format of a key is \"pem\" (its public key)"
+            )),
             (SecretKind::Certificate, OutputFormat::Cert) => None,
-            (SecretKind::Certificate, _) if spec.public_only => Some(format!("{name} is public_only: without its private key and chain only format = \"cert\" is available")),
+            (SecretKind::Certificate, _) if spec.public_only => Some(format!(
+                "{name} is public_only: without its private key and chain only format = \"cert\" is available"
+            )),
             (SecretKind::Certificate, _) => None,
         };
         if let Some(problem) = problem {
             match &self.entry.file.format {
-                Some(v) => p.at(v, self.k("format"), format!("format \"{}\" {problem}", v.get_ref())),
-                None => p.at(alias, self.k("secret"), format!("format \"raw\" (the default) {problem}")),
+                Some(v) => p.at(
+                    v,
+                    self.k("format"),
+                    format!("format \"{}\" {problem}", v.get_ref()),
+                ),
+                None => p.at(
+                    alias,
+                    self.k("secret"),
+                    format!("format \"raw\" (the default) {problem}"),
+                ),
             }
             return None;
         }
@@ -350,7 +364,12 @@ impl FileCx<'_> {
 impl FileCx<'_> {
     /// `decode`: only with `secret = "<alias>"` of a plain secret written
     /// whole (`format = "raw"`). `Err(())` when given but invalid.
-    fn decode(&self, f: &RawFile, source: &FileSource, p: &mut Problems) -> Result<Option<Decode>, ()> {
+    fn decode(
+        &self,
+        f: &RawFile,
+        source: &FileSource,
+        p: &mut Problems,
+    ) -> Result<Option<Decode>, ()> {
         let Some(v) = &f.decode else { return Ok(None) };
         let decode = decode_kind(v, &self.k("decode"), p).ok_or(())?;
         let message = match source {
@@ -373,14 +392,26 @@ impl FileCx<'_> {
     /// a directory of files kvsync names and records.
     fn fanout(&self, base_dir: &Path, p: &mut Problems) -> Option<FanoutSpec> {
         let f = &self.entry.file;
-        let what = if f.selection.is_some() { "selection" } else { "ccs" };
+        let what = if f.selection.is_some() {
+            "selection"
+        } else {
+            "ccs"
+        };
         let dir = match &f.path {
             None => {
-                p.push(Problem::new(Some(self.entry.span.clone()), self.k("path"), format!("missing: {what} needs path = \"/directory\"")));
+                p.push(Problem::new(
+                    Some(self.entry.span.clone()),
+                    self.k("path"),
+                    format!("missing: {what} needs path = \"/directory\""),
+                ));
                 None
             }
             Some(v) if v.get_ref().trim().is_empty() => {
-                p.at(v, self.k("path"), "expected a directory path, found an empty string");
+                p.at(
+                    v,
+                    self.k("path"),
+                    "expected a directory path, found an empty string",
+                );
                 None
             }
             Some(v) => {
@@ -405,7 +436,11 @@ impl FileCx<'_> {
             }
         }
         if let Some(v) = &f.rollback {
-            p.at(v, self.k("rollback"), format!("rollback is not supported with {what}"));
+            p.at(
+                v,
+                self.k("rollback"),
+                format!("rollback is not supported with {what}"),
+            );
         }
         let source = match &f.selection {
             Some(sel) => self.selection_source(sel, f, p),
@@ -427,19 +462,39 @@ impl FileCx<'_> {
         })
     }
 
-    fn selection_source(&self, sel: &Spanned<String>, f: &RawFile, p: &mut Problems) -> Option<super::FanoutSource> {
+    fn selection_source(
+        &self,
+        sel: &Spanned<String>,
+        f: &RawFile,
+        p: &mut Problems,
+    ) -> Option<super::FanoutSource> {
         let name = sel.get_ref();
         for (k, v) in [("secret", &f.secret)] {
             if let Some(v) = v {
-                p.at(v, self.k(k), "conflicts with selection: set one of secret or selection");
+                p.at(
+                    v,
+                    self.k(k),
+                    "conflicts with selection: set one of secret or selection",
+                );
             }
         }
         if let Some(v) = &f.ccs {
-            p.at(v, self.k("ccs"), "ccs applies to a certificate (secret = \"<alias>\"), not to a selection");
+            p.at(
+                v,
+                self.k("ccs"),
+                "ccs applies to a certificate (secret = \"<alias>\"), not to a selection",
+            );
         }
-        for (k, v) in [("pfx_password", f.pfx_password.as_ref().map(Spanned::span)), ("pfx_legacy", f.pfx_legacy.as_ref().map(Spanned::span))] {
+        for (k, v) in [
+            ("pfx_password", f.pfx_password.as_ref().map(Spanned::span)),
+            ("pfx_legacy", f.pfx_legacy.as_ref().map(Spanned::span)),
+        ] {
             if let Some(span) = v {
-                p.push(Problem::new(Some(span), self.k(k), format!("{k} applies only with format = \"pfx\"")));
+                p.push(Problem::new(
+                    Some(span),
+                    self.k(k),
+                    format!("{k} applies only with format = \"pfx\""),
+                ));
             }
         }
         if let Some(v) = &f.format
@@ -453,18 +508,33 @@ impl FileCx<'_> {
         };
         if !self.selections.contains_key(name) {
             if !self.raw.declared_selections.iter().any(|a| a == name) {
-                let declared = if self.raw.declared_selections.is_empty() { "none declared".to_owned() } else { format!("declared: {}", self.raw.declared_selections.join(", ")) };
-                p.at(sel, self.k("selection"), format!("\"{name}\" is not an alias in [selections] ({declared})"));
+                let declared = if self.raw.declared_selections.is_empty() {
+                    "none declared".to_owned()
+                } else {
+                    format!("declared: {}", self.raw.declared_selections.join(", "))
+                };
+                p.at(
+                    sel,
+                    self.k("selection"),
+                    format!("\"{name}\" is not an alias in [selections] ({declared})"),
+                );
             }
             return None;
         }
-        Some(super::FanoutSource::Selection { alias: name.clone(), decode })
+        Some(super::FanoutSource::Selection {
+            alias: name.clone(),
+            decode,
+        })
     }
 
     fn ccs_source(&self, f: &RawFile, p: &mut Problems) -> Option<super::FanoutSource> {
         let ccs_span = f.ccs.as_ref().map(Spanned::span);
         if let Some(v) = &f.decode {
-            p.at(v, self.k("decode"), "decode cannot be combined with ccs (a PFX per DNS name of a certificate)");
+            p.at(
+                v,
+                self.k("decode"),
+                "decode cannot be combined with ccs (a PFX per DNS name of a certificate)",
+            );
         }
         match &f.format {
             Some(v) if v.get_ref() == "pfx" => {}
@@ -472,7 +542,11 @@ impl FileCx<'_> {
             None => p.push(Problem::new(ccs_span.clone(), self.k("ccs"), "ccs = true needs format = \"pfx\" (the IIS Centralized Certificate Store holds PFX files)")),
         }
         let Some(alias) = &f.secret else {
-            p.push(Problem::new(ccs_span, self.k("ccs"), "ccs = true needs secret = \"<alias>\" of a type = \"certificate\" secret"));
+            p.push(Problem::new(
+                ccs_span,
+                self.k("ccs"),
+                "ccs = true needs secret = \"<alias>\" of a type = \"certificate\" secret",
+            ));
             return None;
         };
         let name = alias.get_ref();
@@ -484,7 +558,11 @@ impl FileCx<'_> {
             }
             None if self.raw.declared_aliases.iter().any(|a| a == name) => return None,
             None => {
-                p.at(alias, self.k("secret"), format!("\"{name}\" is not an alias in [secrets]"));
+                p.at(
+                    alias,
+                    self.k("secret"),
+                    format!("\"{name}\" is not an alias in [secrets]"),
+                );
                 return None;
             }
         }

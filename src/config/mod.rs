@@ -13,8 +13,8 @@ mod vault_ref;
 
 pub use files::parse_mode;
 pub use resolve::MAX_CONCURRENCY;
-pub use summary::summary;
 pub use selections::matches as selection_matches;
+pub use summary::summary;
 pub use vault_ref::VaultRef;
 
 use std::collections::BTreeMap;

@@ -37,7 +37,12 @@ fn selection(
         p.at(&entry.alias, &key, "an alias must be an identifier usable in templates: letters, digits and _, not starting with a digit");
     }
     let prefix = match &s.prefix {
-        Some(v) if !v.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
+        Some(v)
+            if !v
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+        {
             p.at(
                 v,
                 format!("{key}.prefix"),

@@ -64,7 +64,11 @@ fn write_summary(out: &mut String, c: &Config) -> std::fmt::Result {
                 s.alias,
                 s.prefix,
                 tags.join(", "),
-                if s.strip_prefix { ", prefix stripped" } else { "" },
+                if s.strip_prefix {
+                    ", prefix stripped"
+                } else {
+                    ""
+                },
                 s.vault
             )?;
         }

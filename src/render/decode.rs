@@ -28,7 +28,10 @@ pub fn decode(kind: Decode, text: &str) -> Result<SecretBytes, String> {
     match kind {
         Decode::Base64 => {
             if let Some(i) = kept.chars().position(|c| !c.is_ascii()) {
-                return Err(format!("not valid base64: a non-ASCII character at offset {}", at(i)));
+                return Err(format!(
+                    "not valid base64: a non-ASCII character at offset {}",
+                    at(i)
+                ));
             }
             STANDARD_LENIENT
                 .decode(kept.as_bytes())
@@ -50,16 +53,18 @@ pub fn decode(kind: Decode, text: &str) -> Result<SecretBytes, String> {
                     }
                 })
         }
-        Decode::Hex => hex::decode(kept.as_bytes()).map(SecretBytes::new).map_err(|e| match e {
-            hex::FromHexError::InvalidHexCharacter { index, .. } => {
-                format!("not valid hex: invalid character at offset {}", at(index))
-            }
-            hex::FromHexError::OddLength => format!(
-                "not valid hex: an odd number of hex digits ({}) cannot encode whole bytes",
-                kept.len()
-            ),
-            hex::FromHexError::InvalidStringLength => "not valid hex".to_owned(),
-        }),
+        Decode::Hex => hex::decode(kept.as_bytes())
+            .map(SecretBytes::new)
+            .map_err(|e| match e {
+                hex::FromHexError::InvalidHexCharacter { index, .. } => {
+                    format!("not valid hex: invalid character at offset {}", at(index))
+                }
+                hex::FromHexError::OddLength => format!(
+                    "not valid hex: an odd number of hex digits ({}) cannot encode whole bytes",
+                    kept.len()
+                ),
+                hex::FromHexError::InvalidStringLength => "not valid hex".to_owned(),
+            }),
     }
 }
 
@@ -70,9 +75,15 @@ mod tests {
 
     #[test]
     fn decodes_and_reports_offsets_without_content() {
-        assert_eq!(decode(Decode::Base64, "AAEC\n/w==").unwrap().expose(), &[0, 1, 2, 255]);
+        assert_eq!(
+            decode(Decode::Base64, "AAEC\n/w==").unwrap().expose(),
+            &[0, 1, 2, 255]
+        );
         assert_eq!(decode(Decode::Base64, "_w").unwrap().expose(), &[255]);
-        assert_eq!(decode(Decode::Hex, "00 01 fF").unwrap().expose(), &[0, 1, 255]);
+        assert_eq!(
+            decode(Decode::Hex, "00 01 fF").unwrap().expose(),
+            &[0, 1, 255]
+        );
         let e = decode(Decode::Base64, "AA\nE%CANARY").unwrap_err();
         assert!(e.contains("offset 4"), "{e}");
         assert!(!e.contains('%') && !e.contains("CANARY"), "{e}");
@@ -80,6 +91,10 @@ mod tests {
         assert!(e.contains("offset 2") && !e.contains('z'), "{e}");
         assert!(decode(Decode::Hex, "abc").unwrap_err().contains("odd"));
         assert!(decode(Decode::Base64, "AAAAA").is_err());
-        assert!(decode(Decode::Base64, "ÄÄÄÄ").unwrap_err().contains("offset 0"));
+        assert!(
+            decode(Decode::Base64, "ÄÄÄÄ")
+                .unwrap_err()
+                .contains("offset 0")
+        );
     }
 }

@@ -660,7 +660,12 @@ fn pfx_bytes(
 }
 
 /// `secret = alias` with `decode`: the bytes the secret's text encodes.
-fn decoded(e: &Entry, alias: &str, kind: Decode, ctx: &Context) -> Result<SecretBytes, RenderError> {
+fn decoded(
+    e: &Entry,
+    alias: &str,
+    kind: Decode,
+    ctx: &Context,
+) -> Result<SecretBytes, RenderError> {
     let b = ctx
         .secrets
         .get(alias)

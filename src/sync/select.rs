@@ -72,7 +72,11 @@ impl Engine {
         self.fetch_selections(ctx, errors).await;
     }
 
-    fn vault_of(&self, vault: &crate::config::VaultRef, ctx: &render::Context) -> Result<Url, VaultError> {
+    fn vault_of(
+        &self,
+        vault: &crate::config::VaultRef,
+        ctx: &render::Context,
+    ) -> Result<Url, VaultError> {
         vault
             .resolve(ctx.instance.as_ref(), self.config.auth.audience.as_deref())
             .map_err(|e| {
@@ -108,7 +112,8 @@ impl Engine {
                                 .and_then(|v| v.as_str())
                                 .unwrap_or_default()
                                 .to_owned();
-                            ctx.keys.insert(spec.alias.clone(), KeyMaterial { kid, key });
+                            ctx.keys
+                                .insert(spec.alias.clone(), KeyMaterial { kid, key });
                         }
                         Err(detail) => errors.push((
                             spec.alias.clone(),
@@ -169,7 +174,8 @@ impl Engine {
             match lists.get(&url) {
                 Some(Some(items)) => {
                     let matched = matching(spec, items);
-                    if matched.is_empty() && self.select.lock().empty_logged.insert(spec.alias.clone())
+                    if matched.is_empty()
+                        && self.select.lock().empty_logged.insert(spec.alias.clone())
                     {
                         tracing::info!(selection = %spec.alias, prefix = %spec.prefix, "selection matches no enabled secret");
                     }
@@ -192,7 +198,12 @@ impl Engine {
     /// Reuse or GET every selected secret, at most `[agent] concurrency`
     /// GETs at once; a failed GET fails its selection (which then is left
     /// out of the context: its files keep their contents).
-    async fn read_selected(&self, pending: Vec<Pending>, ctx: &mut render::Context, errors: &mut FetchErrors) {
+    async fn read_selected(
+        &self,
+        pending: Vec<Pending>,
+        ctx: &mut render::Context,
+        errors: &mut FetchErrors,
+    ) {
         let mut to_get = Vec::new();
         {
             let state = self.select.lock();
@@ -254,7 +265,10 @@ fn matching(spec: &SelectionSpec, items: &[SecretListItem]) -> Vec<(String, Secr
         .filter(|i| selection_matches(spec, &i.name, i.enabled, &i.tags))
         .map(|i| {
             let name = if spec.strip_prefix {
-                i.name.get(spec.prefix.len()..).unwrap_or_default().to_owned()
+                i.name
+                    .get(spec.prefix.len()..)
+                    .unwrap_or_default()
+                    .to_owned()
             } else {
                 i.name.clone()
             };

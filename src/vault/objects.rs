@@ -12,7 +12,9 @@ use serde_json::Value;
 use url::Url;
 
 use super::transport::{Ctx, Failure, Outcome};
-use super::{VaultClient, VaultError, code_label, has_code, identity_label, vault_label, vault_url};
+use super::{
+    VaultClient, VaultError, code_label, has_code, identity_label, vault_label, vault_url,
+};
 
 /// The kind of object a request was for, with the words errors use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,12 +114,16 @@ fn tags(obj: &Value) -> BTreeMap<String, String> {
 /// Parse a `GET /keys/{name}` answer.
 pub fn parse_key(body: &[u8]) -> Result<KeyBundle, &'static str> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "the answer is not JSON")?;
-    let key = v.get("key").filter(|k| k.is_object()).ok_or("missing object `key`")?;
+    let key = v
+        .get("key")
+        .filter(|k| k.is_object())
+        .ok_or("missing object `key`")?;
     let kid = key
         .get("kid")
         .and_then(Value::as_str)
         .ok_or("missing string `key.kid`")?;
-    let (name, version) = split_object_id(kid, "keys").ok_or("`key.kid` is not a key identifier")?;
+    let (name, version) =
+        split_object_id(kid, "keys").ok_or("`key.kid` is not a key identifier")?;
     Ok(KeyBundle {
         name,
         version,
@@ -169,12 +175,13 @@ impl VaultClient {
     ) -> Result<Vec<u8>, VaultError> {
         let audience = self.audience(vault)?;
         let label = vault_label(vault);
-        let url = vault_url(vault, &[kind.segment(), name, version.unwrap_or("")]).ok_or_else(
-            || VaultError::Malformed {
-                vault: label.clone(),
-                detail: "the vault URL cannot carry a path".to_owned(),
-            },
-        )?;
+        let url =
+            vault_url(vault, &[kind.segment(), name, version.unwrap_or("")]).ok_or_else(|| {
+                VaultError::Malformed {
+                    vault: label.clone(),
+                    detail: "the vault URL cannot carry a path".to_owned(),
+                }
+            })?;
         let ctx = Ctx {
             vault: label.clone(),
             audience: &audience,
@@ -193,7 +200,9 @@ impl VaultClient {
         name: &str,
         version: Option<&str>,
     ) -> Result<KeyBundle, VaultError> {
-        let body = self.get_object(ObjectKind::Key, vault, name, version).await?;
+        let body = self
+            .get_object(ObjectKind::Key, vault, name, version)
+            .await?;
         parse_key(&body).map_err(|detail| VaultError::Malformed {
             vault: vault_label(vault),
             detail: detail.to_owned(),
@@ -268,6 +277,8 @@ mod tests {
         let c = parse_certificate(br#"{"id":"https://v/certificates/web/99","cer":"AAEC","policy":{"key_props":{"exportable":false}}}"#).unwrap();
         assert_eq!(c.cer, vec![0, 1, 2]);
         assert_eq!(c.exportable, Some(false));
-        assert!(parse_certificate(br#"{"id":"https://v/certificates/web/99","cer":"!!"}"#).is_err());
+        assert!(
+            parse_certificate(br#"{"id":"https://v/certificates/web/99","cer":"!!"}"#).is_err()
+        );
     }
 }

@@ -7,8 +7,8 @@
 
 use std::process::Output;
 
-use base64::Engine as _;
 use crate::support::harness::{self, Harness, read, stamp, stderr, stdout};
+use base64::Engine as _;
 use kvsync_fake::{CertContentType, CertKey, CertOptions, IssuedCertificate};
 
 /// `openssl ARGS` (stdin from `input`), asserting success; stdout.

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::support::mock::{MockServer, Response};
 use kvsync::http::RetryPolicy;
 use kvsync::identity::arc::ArcSource;
 use kvsync::identity::{IdentityError, TokenSource};
 use secrecy::ExposeSecret;
-use crate::support::mock::{MockServer, Response};
 
 const AUDIENCE: &str = "https://vault.azure.net";
 const TOKEN: &str = "eyJhbGciOiJub25lIn0.eyJvaWQiOiJ4In0.TOKEN-CANARY";

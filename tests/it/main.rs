@@ -19,4 +19,5 @@ mod identity_e2e;
 mod identity_sources;
 mod once;
 mod render_golden;
+mod select_publish;
 mod vault_client;

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use crate::support::mock::{MockServer, Request, Response};
 use base64::Engine;
 use kvsync::http::RetryPolicy;
 use kvsync::identity::cache::TokenCache;
 use kvsync::identity::{AccessToken, IdentityError, SourceInfo, TokenSource};
 use kvsync::vault::{VaultClient, VaultError};
 use secrecy::ExposeSecret;
-use crate::support::mock::{MockServer, Request, Response};
 
 const AUDIENCE: &str = "https://kv.test";
 const OID: &str = "0a1b2c3d-0000-4000-8000-00000000abcd";
