@@ -21,7 +21,7 @@ use futures::StreamExt as _;
 use url::Url;
 
 use super::changes::CHANGE_MARGIN_SECS;
-use super::{Engine, FetchErrors, unix_now};
+use super::{Engine, SyncError, unix_now};
 use crate::config::{SecretKind, SecretSpec, SelectionSpec, selection_matches};
 use crate::identity::IdentityError;
 use crate::render::{self, KeyMaterial, Selected};
@@ -67,9 +67,14 @@ impl Engine {
     /// Read keys, public-only certificates and selections into `ctx`;
     /// failures go to `errors` under the alias (`selections.<alias>` for a
     /// selection).
-    pub(super) async fn fetch_extras(&self, ctx: &mut render::Context, errors: &mut FetchErrors) {
+    pub(super) async fn fetch_extras(
+        &self,
+        ctx: &mut render::Context,
+        errors: &mut Vec<SyncError>,
+        cache: &SelectionCache,
+    ) {
         self.fetch_objects(ctx, errors).await;
-        self.fetch_selections(ctx, errors).await;
+        self.fetch_selections(ctx, errors, cache).await;
     }
 
     fn vault_of(
@@ -86,7 +91,7 @@ impl Engine {
             })
     }
 
-    async fn fetch_objects(&self, ctx: &mut render::Context, errors: &mut FetchErrors) {
+    async fn fetch_objects(&self, ctx: &mut render::Context, errors: &mut Vec<SyncError>) {
         let specs: Vec<&SecretSpec> = self
             .config
             .secrets
@@ -96,8 +101,11 @@ impl Engine {
         for spec in specs {
             let url = match self.vault_of(&spec.vault, ctx) {
                 Ok(u) => u,
-                Err(e) => {
-                    errors.push((spec.alias.clone(), e));
+                Err(error) => {
+                    errors.push(SyncError::Fetch {
+                        alias: spec.alias.clone(),
+                        error,
+                    });
                     continue;
                 }
             };
@@ -115,36 +123,47 @@ impl Engine {
                             ctx.keys
                                 .insert(spec.alias.clone(), KeyMaterial { kid, key });
                         }
-                        Err(detail) => errors.push((
-                            spec.alias.clone(),
-                            VaultError::Malformed {
+                        Err(detail) => errors.push(SyncError::Fetch {
+                            alias: spec.alias.clone(),
+                            error: VaultError::Malformed {
                                 vault: crate::vault::vault_label(&url),
                                 detail: format!("key '{}': {detail}", spec.name),
                             },
-                        )),
+                        }),
                     },
-                    Err(e) => errors.push((spec.alias.clone(), e)),
+                    Err(error) => errors.push(SyncError::Fetch {
+                        alias: spec.alias.clone(),
+                        error,
+                    }),
                 },
                 _ => match self.vault.get_certificate(&url, &spec.name, version).await {
                     Ok(c) => match crate::certs::from_cer(&c.cer) {
                         Ok(m) => {
                             ctx.certs.insert(spec.alias.clone(), m);
                         }
-                        Err(e) => errors.push((
-                            spec.alias.clone(),
-                            VaultError::Malformed {
+                        Err(e) => errors.push(SyncError::Fetch {
+                            alias: spec.alias.clone(),
+                            error: VaultError::Malformed {
                                 vault: crate::vault::vault_label(&url),
                                 detail: format!("certificate '{}': {e}", spec.name),
                             },
-                        )),
+                        }),
                     },
-                    Err(e) => errors.push((spec.alias.clone(), e)),
+                    Err(error) => errors.push(SyncError::Fetch {
+                        alias: spec.alias.clone(),
+                        error,
+                    }),
                 },
             }
         }
     }
 
-    async fn fetch_selections(&self, ctx: &mut render::Context, errors: &mut FetchErrors) {
+    async fn fetch_selections(
+        &self,
+        ctx: &mut render::Context,
+        errors: &mut Vec<SyncError>,
+        cache: &SelectionCache,
+    ) {
         if self.config.selections.is_empty() {
             return;
         }
@@ -153,11 +172,13 @@ impl Engine {
         let mut lists: BTreeMap<Url, Option<Vec<SecretListItem>>> = BTreeMap::new();
         let mut pending: Vec<Pending> = Vec::new();
         for spec in self.config.selections.values() {
-            let key = format!("selections.{}", spec.alias);
             let url = match self.vault_of(&spec.vault, ctx) {
                 Ok(u) => u,
-                Err(e) => {
-                    errors.push((key, e));
+                Err(error) => {
+                    errors.push(SyncError::Selection {
+                        alias: spec.alias.clone(),
+                        error,
+                    });
                     continue;
                 }
             };
@@ -165,7 +186,10 @@ impl Engine {
                 let listed = match self.vault.list_secrets(&url).await {
                     Ok(items) => Some(items),
                     Err(e) => {
-                        errors.push((key, selection_error(spec, e)));
+                        errors.push(SyncError::Selection {
+                            alias: spec.alias.clone(),
+                            error: selection_error(spec, e),
+                        });
                         None
                     }
                 };
@@ -174,9 +198,7 @@ impl Engine {
             match lists.get(&url) {
                 Some(Some(items)) => {
                     let matched = matching(spec, items);
-                    if matched.is_empty()
-                        && self.select.lock().empty_logged.insert(spec.alias.clone())
-                    {
+                    if matched.is_empty() && cache.lock().empty_logged.insert(spec.alias.clone()) {
                         tracing::info!(selection = %spec.alias, prefix = %spec.prefix, "selection matches no enabled secret");
                     }
                     ctx.selected.insert(spec.alias.clone(), Vec::new());
@@ -189,7 +211,7 @@ impl Engine {
                 _ => {}
             }
         }
-        self.read_selected(pending, ctx, errors).await;
+        self.read_selected(pending, ctx, errors, cache).await;
         for list in ctx.selected.values_mut() {
             list.sort_by(|a, b| a.name.cmp(&b.name));
         }
@@ -202,11 +224,12 @@ impl Engine {
         &self,
         pending: Vec<Pending>,
         ctx: &mut render::Context,
-        errors: &mut FetchErrors,
+        errors: &mut Vec<SyncError>,
+        cache: &SelectionCache,
     ) {
         let mut to_get = Vec::new();
         {
-            let state = self.select.lock();
+            let state = cache.lock();
             for (alias, name, url, item) in pending {
                 let key = (url.as_str().to_owned(), item.name.to_ascii_lowercase());
                 match state.bundles.get(&key) {
@@ -236,7 +259,7 @@ impl Engine {
             match r {
                 Ok(bundle) => {
                     let key = (url.as_str().to_owned(), item.name.to_ascii_lowercase());
-                    self.select
+                    cache
                         .lock()
                         .bundles
                         .insert(key, (bundle.clone(), unix_now()));
@@ -248,7 +271,10 @@ impl Engine {
                     if !failed.contains(&alias) {
                         failed.push(alias.clone());
                     }
-                    errors.push((format!("selections.{alias}"), e));
+                    errors.push(SyncError::Selection {
+                        alias: alias.clone(),
+                        error: e,
+                    });
                 }
             }
         }

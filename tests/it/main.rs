@@ -19,5 +19,6 @@ mod identity_e2e;
 mod identity_sources;
 mod once;
 mod render_golden;
+mod round;
 mod select_publish;
 mod vault_client;
