@@ -132,11 +132,9 @@ fn hook_order(config: &Config) -> Vec<&str> {
     let mut out: Vec<&str> = Vec::new();
     let commands = config.files.iter().map(|f| f.on_change.as_deref());
     let fanouts = config.fanouts.iter().map(|f| f.on_change.as_deref());
-    for c in commands.chain(fanouts) {
-        if let Some(c) = c {
-            if !out.contains(&c) {
-                out.push(c);
-            }
+    for c in commands.chain(fanouts).flatten() {
+        if !out.contains(&c) {
+            out.push(c);
         }
     }
     out

@@ -195,21 +195,19 @@ impl Engine {
                 };
                 lists.insert(url.clone(), listed);
             }
-            match lists.get(&url) {
-                Some(Some(items)) => {
-                    let matched = matching(spec, items);
-                    if matched.is_empty() && cache.lock().empty_logged.insert(spec.alias.clone()) {
-                        tracing::info!(selection = %spec.alias, prefix = %spec.prefix, "selection matches no enabled secret");
-                    }
-                    ctx.selected.insert(spec.alias.clone(), Vec::new());
-                    pending.extend(
-                        matched
-                            .into_iter()
-                            .map(|(name, item)| (spec.alias.clone(), name, url.clone(), item)),
-                    );
-                }
-                _ => {}
+            let Some(Some(items)) = lists.get(&url) else {
+                continue;
+            };
+            let matched = matching(spec, items);
+            if matched.is_empty() && cache.lock().empty_logged.insert(spec.alias.clone()) {
+                tracing::info!(selection = %spec.alias, prefix = %spec.prefix, "selection matches no enabled secret");
             }
+            ctx.selected.insert(spec.alias.clone(), Vec::new());
+            pending.extend(
+                matched
+                    .into_iter()
+                    .map(|(name, item)| (spec.alias.clone(), name, url.clone(), item)),
+            );
         }
         self.read_selected(pending, ctx, errors, cache).await;
         for list in ctx.selected.values_mut() {

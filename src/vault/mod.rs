@@ -117,20 +117,19 @@ pub enum VaultError {
         identity: String,
     },
     #[error(
-        "vault {vault}: access to {kind} '{name}' denied (HTTP 403 {code}) for identity {identity}: {grant}"
+        "vault {vault}: access to {} '{name}' denied (HTTP 403 {code}) for identity {identity}: {}", kind.noun(), kind.grant()
     )]
     ObjectForbidden {
         vault: String,
-        kind: &'static str,
+        kind: objects::ObjectKind,
         name: String,
         code: String,
         identity: String,
-        grant: &'static str,
     },
-    #[error("vault {vault}: {kind} '{name}'{version} not found (HTTP 404 {code})")]
+    #[error("vault {vault}: {} '{name}'{version} not found (HTTP 404 {code})", kind.noun())]
     ObjectNotFound {
         vault: String,
-        kind: &'static str,
+        kind: objects::ObjectKind,
         name: String,
         version: String,
         code: String,

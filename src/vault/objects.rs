@@ -240,15 +240,14 @@ fn map_object_failure(
         },
         403 => VaultError::ObjectForbidden {
             vault: vault.to_owned(),
-            kind: kind.noun(),
+            kind,
             name: name.to_owned(),
             code: code_label(&f.codes),
             identity: identity_label(&f.token),
-            grant: kind.grant(),
         },
         404 => VaultError::ObjectNotFound {
             vault: vault.to_owned(),
-            kind: kind.noun(),
+            kind,
             name: name.to_owned(),
             version: version_label,
             code: code_label(&f.codes),
