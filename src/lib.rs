@@ -24,6 +24,7 @@
 //!   loopback fake.
 
 pub mod agent;
+pub mod app;
 pub mod certs;
 pub mod cli;
 pub mod commands;

@@ -1,11 +1,12 @@
-//! kvsync binary: parse the command line, set up logging, call the library,
-//! map the result to an exit code.
+//! kvsync binary: parse the command line, call the command, map its result
+//! to the exit code (one map: `kvsync::app::exit_code`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use kvsync::app::{self, AppError, with_runtime};
 use kvsync::cli::{Cli, Command, LogFormatArg};
-use kvsync::commands::{self, EXIT_SYNC_FAILED};
+use kvsync::commands;
 use kvsync::config::LogFormat;
 use kvsync::env::Env;
 
@@ -19,69 +20,43 @@ fn main() -> ExitCode {
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
     });
-    let code = match cli.command {
+    app::exit(run(cli.command, &env, cli_format))
+}
+
+fn run(command: Command, env: &Env, cli_format: Option<LogFormat>) -> Result<(), AppError> {
+    match command {
         Command::Check { config, online } => {
-            let path = commands::config_path(config.config.as_deref(), &env);
-            let code = commands::check::run(&path);
-            if code != commands::EXIT_OK || !online {
-                code
-            } else {
-                with_runtime(|| async {
-                    match commands::start(&path, &env, cli_format) {
-                        Ok(engine) => commands::check::online(&engine).await,
-                        Err(code) => code,
-                    }
-                })
+            let path = app::config_path(config.config.as_deref(), env);
+            commands::check::run(&path)?;
+            if !online {
+                return Ok(());
             }
+            with_runtime(|| async {
+                let engine = app::start(&path, env, cli_format)?;
+                commands::check::online(&engine).await
+            })
         }
         Command::Once { config, dry_run } => {
-            let path = commands::config_path(config.config.as_deref(), &env);
+            let path = app::config_path(config.config.as_deref(), env);
             with_runtime(|| async {
-                let engine = match commands::start(&path, &env, cli_format) {
-                    Ok(engine) => engine,
-                    Err(code) => return code,
-                };
+                let engine = app::start(&path, env, cli_format)?;
                 commands::once::run(&engine, dry_run).await
             })
         }
         Command::Run { config } => {
-            let path = commands::config_path(config.config.as_deref(), &env);
+            let path = app::config_path(config.config.as_deref(), env);
             with_runtime(|| async {
-                let triggers = match kvsync::agent::signal_triggers() {
-                    Ok(t) => t,
-                    Err(e) => {
-                        eprintln!("kvsync: cannot install signal handlers: {e}");
-                        return EXIT_SYNC_FAILED;
-                    }
-                };
-                let engine = match commands::start(&path, &env, cli_format) {
-                    Ok(engine) => engine,
-                    Err(code) => return code,
-                };
-                kvsync::agent::run(&path, &env, engine, triggers).await
+                let triggers = kvsync::agent::signal_triggers().map_err(|source| AppError::Io {
+                    what: "cannot install signal handlers".to_owned(),
+                    source,
+                })?;
+                let engine = app::start(&path, env, cli_format)?;
+                kvsync::agent::run(&path, env, engine, triggers).await
             })
         }
         Command::Whoami { config, json } => {
-            let path = commands::config_path(config.config.as_deref(), &env);
-            with_runtime(|| async { commands::whoami::run(&path, &env, json).await })
-        }
-    };
-    commands::exit(code)
-}
-
-fn with_runtime<F, Fut>(f: F) -> u8
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = u8>,
-{
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(f()),
-        Err(e) => {
-            eprintln!("kvsync: cannot start the async runtime: {e}");
-            EXIT_SYNC_FAILED
+            let path = app::config_path(config.config.as_deref(), env);
+            with_runtime(|| async { commands::whoami::run(&path, env, cli_format, json).await })
         }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch as tokio_watch};
 
-use crate::commands::{self, EXIT_OK, SetupError};
+use crate::app::{self, AppError};
 use crate::env::Env;
 use crate::sync::{Engine, FailureKind, Outcome, RoundState};
 
@@ -77,19 +77,25 @@ struct Agent {
     ready: bool,
 }
 
-/// Run the agent until a stop trigger; returns the exit code.
-pub async fn run(path: &Path, env: &Env, engine: Engine, mut triggers: Triggers) -> u8 {
+/// Run the agent until a stop trigger.
+pub async fn run(
+    path: &Path,
+    env: &Env,
+    engine: Engine,
+    mut triggers: Triggers,
+) -> Result<(), AppError> {
     let config = engine.config().clone();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.agent.interval));
     let _server = match config.agent.listen {
-        Some(addr) => match health::serve(addr, health.clone(), metrics.clone()).await {
-            Ok(handle) => Some(handle),
-            Err(e) => {
-                eprintln!("kvsync: cannot listen on {addr}: {e}");
-                return commands::EXIT_SYNC_FAILED;
-            }
-        },
+        Some(addr) => Some(
+            health::serve(addr, health.clone(), metrics.clone())
+                .await
+                .map_err(|source| AppError::Io {
+                    what: format!("cannot listen on {addr}"),
+                    source,
+                })?,
+        ),
         None => None,
     };
     let notifier = Notifier::from_env(env);
@@ -137,7 +143,7 @@ pub async fn run(path: &Path, env: &Env, engine: Engine, mut triggers: Triggers)
     }
     agent.notifier.stopping();
     tracing::info!("stopping");
-    EXIT_OK
+    Ok(())
 }
 
 fn start_watcher(config: &crate::config::Config) -> Option<ConfigWatcher> {
@@ -252,16 +258,8 @@ impl Agent {
 
     /// A new engine for the reloaded config, keeping the vault client (and
     /// its cached token) when the identity and TLS settings are unchanged.
-    fn rebuild(&self) -> Result<Engine, SetupError> {
-        let (config, renderer) = commands::load(&self.path)?;
-        let old = self.engine.config();
-        let same_client =
-            format!("{:?}{:?}", config.auth, config.tls) == format!("{:?}{:?}", old.auth, old.tls);
-        let vault = if same_client {
-            self.engine.vault().clone()
-        } else {
-            commands::vault_client(&config, &self.env)?
-        };
-        Ok(Engine::new(config, renderer, vault))
+    fn rebuild(&self) -> Result<Engine, AppError> {
+        let keep = (self.engine.config(), self.engine.vault());
+        app::engine(&self.path, &self.env, Some(keep))
     }
 }

@@ -6,23 +6,11 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::commands::{EXIT_OK, EXIT_SYNC_FAILED, EXIT_USAGE};
+use crate::app::AppError;
 use crate::sync::{Engine, RoundOptions, RoundState, SECS_PER_DAY, unix_now};
 
-pub fn run(path: &Path) -> u8 {
-    let config = match crate::config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_USAGE;
-        }
-    };
-    if let Err(errors) = crate::render::Renderer::compile(&config) {
-        for e in errors {
-            eprintln!("{e}");
-        }
-        return EXIT_USAGE;
-    }
+pub fn run(path: &Path) -> Result<(), AppError> {
+    let (config, _) = crate::app::load(path)?;
     println!(
         "{}: OK ({} secrets, {}{} files)",
         path.display(),
@@ -33,18 +21,18 @@ pub fn run(path: &Path) -> u8 {
         },
         config.files.len() + config.fanouts.len()
     );
-    EXIT_OK
+    Ok(())
 }
 
 /// `kvsync check --online`: fetch every declared secret with the real
 /// identity and report what would be delivered (never a value). Exit 1 if
 /// any fetch or certificate normalisation fails.
-pub async fn online(engine: &Engine) -> u8 {
+pub async fn online(engine: &Engine) -> Result<(), AppError> {
     let (_never, mut stop) = tokio::sync::watch::channel(false);
-    let outcome = engine
+    let mut outcome = engine
         .round(&mut RoundState::default(), RoundOptions::check(), &mut stop)
         .await;
-    let ctx = outcome.context.unwrap_or_default();
+    let ctx = outcome.context.take().unwrap_or_default();
     let now = unix_now();
     let mut out = std::io::stdout().lock();
     for (alias, spec) in &engine.config().secrets {
@@ -107,16 +95,11 @@ pub async fn online(engine: &Engine) -> u8 {
     }
     let _ = out.flush();
     drop(out);
-    for e in &outcome.failures {
-        eprintln!("kvsync: {e}");
+    if !outcome.ok() {
+        return Err(AppError::Check(outcome.failure_text()));
     }
-    if !outcome.failures.is_empty() {
-        eprintln!("({})", crate::TROUBLESHOOTING);
-        EXIT_SYNC_FAILED
-    } else {
-        println!("online: OK ({} secrets fetched)", ctx.secrets.len());
-        EXIT_OK
-    }
+    println!("online: OK ({} secrets fetched)", ctx.secrets.len());
+    Ok(())
 }
 
 /// A Unix time as RFC 3339 (UTC), or `none` when absent.

@@ -2,12 +2,12 @@
 
 use std::io::Write;
 
-use crate::commands::{EXIT_OK, EXIT_SYNC_FAILED};
+use crate::app::AppError;
 use crate::sync::{Engine, Outcome, RoundOptions, RoundState};
 use crate::write::Change;
 
-/// Run one round and report; returns the exit code.
-pub async fn run(engine: &Engine, dry_run: bool) -> u8 {
+/// Run one round and report.
+pub async fn run(engine: &Engine, dry_run: bool) -> Result<(), AppError> {
     let (_never, mut stop) = tokio::sync::watch::channel(false);
     let mut state = RoundState::default();
     let outcome = engine
@@ -24,15 +24,10 @@ pub async fn run(engine: &Engine, dry_run: bool) -> u8 {
                 "sync complete"
             );
         }
-        EXIT_OK
+        Ok(())
     } else {
         tracing::error!("sync failed, no file was left half-written");
-        eprintln!(
-            "kvsync: sync failed:\n{}\n({})",
-            outcome.failure_text(),
-            crate::TROUBLESHOOTING
-        );
-        EXIT_SYNC_FAILED
+        Err(AppError::Sync(outcome.failure_text()))
     }
 }
 

@@ -12,6 +12,8 @@ use std::time::Duration;
 use toml::Spanned;
 use url::Url;
 
+use crate::vault::address::{self as vault_url, VaultUrl};
+
 use super::raw::{Problem, RawAgent, RawAlias, RawAuth, RawConfig, RawSecret, RawTls};
 use super::{
     AgentConfig, AuthConfig, AuthMethod, Config, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_CONCURRENCY,
@@ -217,49 +219,6 @@ fn concurrency(v: &Option<Spanned<i64>>, p: &mut Problems) -> usize {
     }
 }
 
-/// `url` names a host and nothing more: no credentials, path, query or
-/// fragment.
-pub(super) fn bare_origin(url: &Url) -> bool {
-    url.host_str().is_some_and(|h| !h.is_empty())
-        && url.username().is_empty()
-        && url.password().is_none()
-        && url.query().is_none()
-        && url.fragment().is_none()
-        && url.path() == "/"
-}
-
-/// An `https://` URL naming a host, without credentials, query or fragment.
-pub fn https_url(v: &Spanned<String>, key: &str, p: &mut Problems) -> Option<Url> {
-    let expected = "expected an https:// URL such as \"https://myvault.vault.azure.net\"";
-    let url = match Url::parse(v.get_ref().trim()) {
-        Ok(u) => u,
-        Err(e) => {
-            p.at(v, key, format!("{expected} ({e})"));
-            return None;
-        }
-    };
-    if url.scheme() != "https" {
-        p.at(
-            v,
-            key,
-            format!(
-                "{expected}; the scheme {}:// would expose tokens and secrets",
-                url.scheme()
-            ),
-        );
-        return None;
-    }
-    if !bare_origin(&url) {
-        p.at(
-            v,
-            key,
-            format!("{expected}, with no path, query, fragment or credentials"),
-        );
-        return None;
-    }
-    Some(url)
-}
-
 fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
@@ -405,33 +364,9 @@ fn tls(raw: &RawTls, base_dir: &Path) -> TlsConfig {
     }
 }
 
-/// A token is sent only to a host whose audience is known (SPEC.md).
-fn check_audience(
-    vault: &Url,
-    raw: &Spanned<String>,
-    key: &str,
-    auth: &AuthConfig,
-    p: &mut Problems,
-) {
-    if crate::identity::audience::for_vault(vault, auth.audience.as_deref()).is_none() {
-        let known: Vec<&str> = crate::identity::audience::KNOWN_SUFFIXES
-            .iter()
-            .map(|(s, _)| *s)
-            .collect();
-        p.at(
-            raw,
-            key,
-            format!(
-                "{} is not a known Key Vault host (*{}); set [auth] audience to the token audience it expects",
-                vault.host_str().unwrap_or_default(),
-                known.join(", *")
-            ),
-        );
-    }
-}
-
 /// A vault URL, or a template over instance metadata (checked with a
-/// sample substitution; resolved each round).
+/// sample substitution; resolved each round). The rules and messages are
+/// [`crate::vault::address`]'s.
 pub(super) fn vault_ref(
     v: &Spanned<String>,
     key: &str,
@@ -439,8 +374,9 @@ pub(super) fn vault_ref(
     p: &mut Problems,
 ) -> Option<VaultRef> {
     let text = v.get_ref().trim();
-    if super::vault_ref::is_template(text) {
-        return match super::vault_ref::check_template(text, auth.audience.as_deref()) {
+    let audience = auth.audience.as_deref();
+    if vault_url::is_template(text) {
+        return match vault_url::check_template(text, audience) {
             Ok(()) => Some(VaultRef::Template(text.to_owned())),
             Err(e) => {
                 p.at(v, key, format!("invalid vault template: {e}"));
@@ -448,9 +384,13 @@ pub(super) fn vault_ref(
             }
         };
     }
-    let url = https_url(v, key, p)?;
-    check_audience(&url, v, key, auth, p);
-    Some(VaultRef::Url(url))
+    match VaultUrl::parse(text, audience) {
+        Ok(url) => Some(VaultRef::Url(url.into_url())),
+        Err(e) => {
+            p.at(v, key, e.to_string());
+            None
+        }
+    }
 }
 
 pub(super) struct DefaultVault {

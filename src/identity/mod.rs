@@ -10,7 +10,6 @@
 //! token parsing, error-code quoting and retry loop defined here.
 
 pub mod arc;
-pub mod audience;
 pub mod auto;
 pub mod cache;
 pub mod challenge;

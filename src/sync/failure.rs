@@ -10,7 +10,7 @@ use crate::certs::CertError;
 use crate::hooks::HookError;
 use crate::identity::IdentityError;
 use crate::render::RenderError;
-use crate::vault::VaultError;
+use crate::vault::{VaultError, VaultUrlError};
 use crate::write::WriteError;
 
 /// The stage a failure belongs to; `as_str` is the metric label.
@@ -86,7 +86,7 @@ pub enum SyncError {
     Instance(IdentityError),
     /// A secret's vault URL template did not resolve to a valid vault URL.
     #[error("secret '{alias}': cannot resolve the vault URL: {error}")]
-    VaultUrl { alias: String, error: String },
+    VaultUrl { alias: String, error: VaultUrlError },
     #[error("certificate '{alias}': Key Vault certificate '{name}' (version {version}): {error}")]
     Certificate {
         alias: String,
@@ -173,5 +173,31 @@ impl SyncError {
         } else {
             self
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vault_url_that_does_not_resolve_is_a_config_failure_not_identity() {
+        let e = SyncError::VaultUrl {
+            alias: "db".into(),
+            error: VaultUrlError::NotDnsFragment("instance.tags.kv".into()),
+        };
+        assert_eq!(e.kind(), FailureKind::Config);
+        assert!(!e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "secret 'db': cannot resolve the vault URL: `{{ instance.tags.kv }}` is not a DNS name fragment (letters, digits, `-`, `.`)"
+        );
+    }
+
+    #[test]
+    fn every_kind_has_its_own_label() {
+        let labels: std::collections::BTreeSet<&str> =
+            FailureKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(labels.len(), FailureKind::ALL.len());
     }
 }

@@ -3,16 +3,18 @@
 //! from the vault's DNS suffix. Maps every failure to an actionable
 //! [`VaultError`]; retries transient ones with bounded backoff
 //! ([`transport`]). A token is only ever sent to a host whose audience is
-//! known ([`crate::identity::audience`]); an unknown host gets no request at
+//! known ([`address::audience_for`]); an unknown host gets no request at
 //! all. Secret values go straight into [`SecretString`]; no value, token or
 //! service message text reaches an error or a log line (error codes do).
 //! [`VaultClient`] is cheap to share behind an `Arc`; bounding concurrency
 //! is the caller's job.
 
+pub mod address;
 pub mod models;
 pub mod objects;
 pub mod transport;
 
+pub use self::address::{VaultUrl, VaultUrlError};
 pub use objects::{CertificateBundle, KeyBundle};
 
 use std::collections::BTreeMap;
@@ -23,7 +25,7 @@ use url::Url;
 
 use crate::http::RetryPolicy;
 use crate::identity::cache::TokenCache;
-use crate::identity::{AccessToken, IdentityError, audience, claims};
+use crate::identity::{AccessToken, IdentityError, claims};
 use transport::{Ctx, Failure, Outcome};
 
 /// Key Vault api-version (PROTOCOL.md §5: the Rust SDK 1.0 default).
@@ -209,7 +211,7 @@ impl VaultClient {
     }
 
     fn audience(&self, vault: &Url) -> Result<String, VaultError> {
-        audience::for_vault(vault, self.explicit_audience.as_deref()).ok_or_else(|| {
+        self::address::audience_for(vault, self.explicit_audience.as_deref()).ok_or_else(|| {
             VaultError::UnknownAudience {
                 vault: vault_label(vault),
             }

@@ -7,6 +7,7 @@
 mod support;
 
 mod agent;
+mod app;
 mod certs;
 mod certs_pipeline;
 mod change_detection;
