@@ -33,6 +33,7 @@ pub mod commands;
 pub mod config;
 pub mod env;
 pub mod exec;
+pub mod fanout;
 pub mod hooks;
 pub mod http;
 pub mod identity;

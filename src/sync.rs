@@ -19,6 +19,7 @@ pub mod changes;
 pub mod failure;
 pub mod retry;
 pub mod round;
+mod select;
 mod stage;
 
 pub use failure::{FailureKind, SyncError};
@@ -87,7 +88,12 @@ impl Engine {
         };
         let audience = self.config.auth.audience.as_deref();
         let mut jobs = Vec::new();
-        for spec in self.config.secrets.values() {
+        for spec in self
+            .config
+            .secrets
+            .values()
+            .filter(|s| select::reads_secret(s))
+        {
             match spec.vault.resolve(instance.as_ref(), audience) {
                 Ok(url) => jobs.push((spec, url)),
                 Err(_) if instance.is_none() && !errors.is_empty() => {}
@@ -129,6 +135,11 @@ impl Engine {
                 .as_ref()
                 .is_some_and(VaultRef::is_template)
             || self.config.secrets.values().any(|s| s.vault.is_template())
+            || self
+                .config
+                .selections
+                .values()
+                .any(|s| s.vault.is_template())
     }
 
     /// The instance metadata `compute` object, fetched (at most once per
@@ -152,7 +163,7 @@ impl Engine {
     pub fn add_certificates(&self, ctx: &mut render::Context) -> Vec<SyncError> {
         let mut errors = Vec::new();
         for spec in self.config.secrets.values() {
-            if spec.kind != SecretKind::Certificate {
+            if spec.kind != SecretKind::Certificate || spec.public_only {
                 continue;
             }
             let Some(bundle) = ctx.secrets.get(&spec.alias) else {

@@ -7,11 +7,13 @@
 mod files;
 pub mod raw;
 mod resolve;
+mod selections;
 mod summary;
 mod vault_ref;
 
 pub use files::parse_mode;
 pub use resolve::MAX_CONCURRENCY;
+pub use selections::matches as selection_matches;
 pub use summary::summary;
 pub use vault_ref::VaultRef;
 
@@ -76,7 +78,13 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Secrets by alias.
     pub secrets: BTreeMap<String, SecretSpec>,
+    /// `[selections]` by alias.
+    pub selections: BTreeMap<String, SelectionSpec>,
     pub files: Vec<FileSpec>,
+    /// `[[file]]` tables whose `path` is a directory written one file per
+    /// name (`selection = ...`, `ccs = true`); kept apart from `files`,
+    /// whose entries are one file each.
+    pub fanouts: Vec<FanoutSpec>,
     /// `[env]`: variable name → template, in file order (`kvsync exec`).
     pub env: Vec<EnvVar>,
     pub exec: ExecConfig,
@@ -204,6 +212,8 @@ pub struct TlsConfig {
 pub enum SecretKind {
     Secret,
     Certificate,
+    /// `type = "key"`: the public part of a Key Vault key.
+    Key,
 }
 
 #[derive(Clone, Debug)]
@@ -222,6 +232,59 @@ pub struct SecretSpec {
     pub optional: bool,
     /// What `secrets.<alias>` is when an optional secret is absent.
     pub default: String,
+    /// Certificates only: read `GET /certificates/{name}` (the leaf, no
+    /// key, no chain) instead of the secret.
+    pub public_only: bool,
+}
+
+/// One `[selections]` entry: every enabled secret of `vault` whose name
+/// starts with `prefix` and whose tags include all of `tags`.
+#[derive(Clone, Debug)]
+pub struct SelectionSpec {
+    pub alias: String,
+    pub prefix: String,
+    pub tags: BTreeMap<String, String>,
+    pub vault: VaultRef,
+    /// Names in `selected.<alias>` and fan-out files without the prefix.
+    pub strip_prefix: bool,
+}
+
+/// `decode = "base64" | "hex"` of a `[[file]]`: the secret holds text that
+/// encodes the bytes to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decode {
+    Base64,
+    Hex,
+}
+
+/// What a fan-out directory holds.
+#[derive(Clone, Debug)]
+pub enum FanoutSource {
+    /// `selection = "alias"`: one file per selected secret, named after it.
+    Selection {
+        alias: String,
+        decode: Option<Decode>,
+    },
+    /// `ccs = true`: one PFX per DNS name of a certificate, named as the
+    /// IIS Centralized Certificate Store expects.
+    Ccs {
+        alias: String,
+        pfx_password: Option<String>,
+        pfx_legacy: bool,
+    },
+}
+
+/// A `[[file]]` whose `path` is a directory of files kvsync names.
+#[derive(Clone, Debug)]
+pub struct FanoutSpec {
+    /// Absolute directory path.
+    pub dir: PathBuf,
+    pub source: FanoutSource,
+    pub mode: u32,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub dir_mode: u32,
+    pub on_change: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,6 +329,8 @@ pub struct FileSpec {
     /// Restore the previous files of the hook group if its `on_change`
     /// fails (every member of the group agrees).
     pub rollback: bool,
+    /// `secret = alias` with `format = "raw"`: write the decoded bytes.
+    pub decode: Option<Decode>,
 }
 
 /// One problem in a config file.

@@ -17,7 +17,15 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 /// Top-level keys of the config file, in the order the docs list them.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "vault", "agent", "auth", "tls", "secrets", "file", "env", "exec",
+    "vault",
+    "agent",
+    "auth",
+    "tls",
+    "secrets",
+    "selections",
+    "file",
+    "env",
+    "exec",
 ];
 
 /// One problem found while loading, before it is turned into a
@@ -116,6 +124,24 @@ pub struct RawSecretTable {
     pub include_root: Option<Spanned<bool>>,
     pub optional: Option<Spanned<bool>>,
     pub default: Option<Spanned<String>>,
+    pub public_only: Option<Spanned<bool>>,
+}
+
+/// One `[selections]` entry: `alias = { prefix, tags, vault, strip_prefix }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelection {
+    pub prefix: Option<Spanned<String>>,
+    pub tags: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    pub vault: Option<Spanned<String>>,
+    pub strip_prefix: Option<Spanned<bool>>,
+}
+
+/// A selection alias with the span of its key.
+#[derive(Debug)]
+pub struct RawSelectionEntry {
+    pub alias: Spanned<String>,
+    pub selection: RawSelection,
 }
 
 /// A `[secrets]` entry: `alias = "name"` or `alias = { name = ..., ... }`.
@@ -147,6 +173,9 @@ pub struct RawFile {
     pub pfx_legacy: Option<Spanned<bool>>,
     pub verify: Option<Spanned<String>>,
     pub rollback: Option<Spanned<bool>>,
+    pub selection: Option<Spanned<String>>,
+    pub decode: Option<Spanned<String>>,
+    pub ccs: Option<Spanned<bool>>,
 }
 
 /// A secret alias with the span of its key.
@@ -178,6 +207,10 @@ pub struct RawConfig {
     /// so a `secret = alias` reference to it is not reported twice.
     pub declared_aliases: Vec<String>,
     pub secrets: Vec<RawAlias>,
+    /// `[selections]`, in file order.
+    pub selections: Vec<RawSelectionEntry>,
+    /// Every declared selection alias (even if its entry failed).
+    pub declared_selections: Vec<String>,
     pub files: Vec<RawFileEntry>,
 }
 
@@ -211,6 +244,7 @@ pub fn parse(text: &str) -> (RawConfig, Vec<Problem>) {
             "exec" => raw.exec = cx.section(value, "exec").unwrap_or_default(),
             "env" => cx.env(value, &mut raw),
             "secrets" => cx.secrets(value, &mut raw),
+            "selections" => cx.selections(value, &mut raw),
             "file" => cx.files(value, &mut raw),
             other => problems.push(Problem::new(
                 Some(key.span()),
@@ -324,7 +358,7 @@ impl<'i> Cx<'_, 'i> {
                         key,
                         format!(
                             "expected a secret name (string) or an inline table \
-                             {{ name, version, vault, type, include_root, optional, default }}, found {}",
+                             {{ name, version, vault, type, include_root, optional, default, public_only }}, found {}",
                             other.type_str()
                         ),
                     ));
@@ -365,6 +399,42 @@ impl<'i> Cx<'_, 'i> {
                         other.type_str()
                     ),
                 )),
+            }
+        }
+    }
+
+    fn selections(&mut self, value: &Spanned<DeValue<'i>>, raw: &mut RawConfig) {
+        let Some(table) = value.get_ref().as_table() else {
+            self.problems.push(Problem::new(
+                Some(value.span()),
+                "selections",
+                format!(
+                    "expected a table ([selections]), found {}",
+                    value.get_ref().type_str()
+                ),
+            ));
+            return;
+        };
+        for (alias, entry) in table.iter() {
+            let alias_name: &str = alias.get_ref();
+            raw.declared_selections.push(alias_name.to_owned());
+            let key = format!("selections.{alias_name}");
+            if !entry.get_ref().is_table() {
+                self.problems.push(Problem::new(
+                    Some(entry.span()),
+                    key,
+                    format!(
+                        "expected an inline table {{ prefix, tags, vault, strip_prefix }}, found {}",
+                        entry.get_ref().type_str()
+                    ),
+                ));
+                continue;
+            }
+            if let Some(selection) = self.de::<RawSelection>(entry, &key) {
+                raw.selections.push(RawSelectionEntry {
+                    alias: Spanned::new(alias.span(), alias_name.to_owned()),
+                    selection,
+                });
             }
         }
     }
@@ -411,6 +481,7 @@ fn serde_message(message: &str) -> String {
         "RawTls",
         "RawExec",
         "RawSecretTable",
+        "RawSelection",
         "RawFile",
     ] {
         m = m.replace(&format!("struct {ty}"), "a table");

@@ -67,7 +67,9 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         declared: raw.vault.is_some(),
     };
     let secrets = secrets(&raw, &default_vault, &auth, p);
-    let files = super::files::resolve_files(&raw, &agent, &base_dir, &secrets, p);
+    let selections = super::selections::resolve_selections(&raw, &default_vault, &auth, p);
+    let (files, fanouts) =
+        super::files::resolve_files(&raw, &agent, &base_dir, &secrets, &selections, p);
     let env = env(&raw.env, p);
     let exec = exec(&raw.exec, p);
     if !p.0.is_empty() {
@@ -81,9 +83,11 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         auth,
         tls,
         secrets,
+        selections,
         files,
         env,
         exec,
+        fanouts,
     })
 }
 
@@ -452,7 +456,7 @@ fn tls(raw: &RawTls, base_dir: &Path) -> TlsConfig {
 /// A vault URL, or a template over instance metadata (checked with a
 /// sample substitution; resolved each round). The rules and messages are
 /// [`crate::vault::address`]'s.
-fn vault_ref(
+pub(super) fn vault_ref(
     v: &Spanned<String>,
     key: &str,
     auth: &AuthConfig,
@@ -478,13 +482,13 @@ fn vault_ref(
     }
 }
 
-struct DefaultVault {
-    url: Option<VaultRef>,
+pub(super) struct DefaultVault {
+    pub(super) url: Option<VaultRef>,
     /// `vault` was written (even if invalid: then don't report twice).
-    declared: bool,
+    pub(super) declared: bool,
 }
 
-fn is_identifier(s: &str) -> bool {
+pub(super) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars
         .next()
@@ -520,14 +524,15 @@ fn secret(
     p: &mut Problems,
 ) -> Option<SecretSpec> {
     let raw = &entry.secret;
-    let (name, version, vault, kind, include_root) = match raw {
-        RawSecret::Name(n) => (Some(n), None, None, None, None),
+    let (name, version, vault, kind, include_root, public_only) = match raw {
+        RawSecret::Name(n) => (Some(n), None, None, None, None, None),
         RawSecret::Table(t) => (
             t.name.as_ref(),
             t.version.as_ref(),
             t.vault.as_ref(),
             t.kind.as_ref(),
             t.include_root.as_ref(),
+            t.public_only.as_ref(),
         ),
     };
     let version = version.and_then(|v| object_version(v, &format!("{key}.version"), p));
@@ -578,6 +583,22 @@ fn secret(
             "include_root applies only to certificates: add type = \"certificate\", or remove it",
         );
     }
+    if let Some(v) = public_only
+        && kind != SecretKind::Certificate
+    {
+        p.at(
+            v,
+            format!("{key}.public_only"),
+            "public_only applies only to certificates (type = \"certificate\"): it reads the certificate without its private key",
+        );
+    }
+    if let (Some(v), true) = (include_root, public_only.is_some_and(|v| *v.get_ref())) {
+        p.at(
+            v,
+            format!("{key}.include_root"),
+            "include_root needs the certificate's chain, which public_only certificates do not have (GET /certificates returns the leaf only)",
+        );
+    }
     let vault = match vault {
         Some(v) => vault_ref(v, &format!("{key}.vault"), auth, p),
         None if !default.declared => {
@@ -595,6 +616,7 @@ fn secret(
         include_root: include_root.is_some_and(|v| *v.get_ref()),
         optional,
         default: fallback.map(|d| d.get_ref().clone()).unwrap_or_default(),
+        public_only: public_only.is_some_and(|v| *v.get_ref()),
     })
 }
 
@@ -602,11 +624,12 @@ fn secret_kind(kind: Option<&Spanned<String>>, key: &str, p: &mut Problems) -> S
     match kind.map(|k| (k, k.get_ref().as_str())) {
         None | Some((_, "secret")) => SecretKind::Secret,
         Some((_, "certificate")) => SecretKind::Certificate,
+        Some((_, "key")) => SecretKind::Key,
         Some((k, _)) => {
             p.at(
                 k,
                 format!("{key}.type"),
-                "expected \"secret\" or \"certificate\"",
+                "expected \"secret\", \"certificate\" or \"key\"",
             );
             SecretKind::Secret
         }

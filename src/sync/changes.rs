@@ -319,6 +319,7 @@ mod tests {
             include_root: false,
             optional: false,
             default: String::new(),
+            public_only: false,
         }
     }
 

@@ -25,4 +25,5 @@ mod identity_sources;
 mod once;
 mod render_golden;
 mod round;
+mod select_publish;
 mod vault_client;

@@ -82,13 +82,16 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
                     include_root: false,
                     optional: false,
                     default: String::new(),
+                    public_only: false,
                 };
                 (alias.to_string(), spec)
             })
             .collect(),
+        selections: Default::default(),
         files,
         env: Vec::new(),
         exec: kvsync::config::ExecConfig::default(),
+        fanouts: Vec::new(),
     }
 }
 
@@ -105,6 +108,7 @@ fn file(dest: &str, source: FileSource) -> FileSpec {
         pfx_legacy: false,
         verify: None,
         rollback: false,
+        decode: None,
     }
 }
 
