@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::cli::{Cli, Command, LogFormatArg};
+use crate::commands;
 use crate::config::{Config, ConfigError, LogFormat};
 use crate::env::Env;
 use crate::http::HttpSetupError;
@@ -103,8 +105,73 @@ pub fn exit(result: Result<(), AppError>) -> ExitCode {
     }
 }
 
+/// Run the command `cli` names.
+pub fn run(cli: Cli, env: &Env) -> Result<(), AppError> {
+    let cli_format = cli.log_format.map(|f| match f {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    });
+    match cli.command {
+        Command::Check { config, online } => {
+            let path = config_path(config.config.as_deref(), env);
+            commands::check::run(&path)?;
+            if !online {
+                return Ok(());
+            }
+            with_runtime(|| async {
+                let engine = start(&path, env, cli_format)?;
+                commands::check::online(&engine).await
+            })
+        }
+        Command::Once {
+            config,
+            dry_run,
+            keep_going,
+            wait,
+        } => {
+            let path = config_path(config.config.as_deref(), env);
+            with_runtime(|| async {
+                let engine = start(&path, env, cli_format)?;
+                let options = commands::once::Options {
+                    dry_run,
+                    keep_going: keep_going || engine.config().agent.keep_going,
+                    wait: wait.or(engine.config().agent.once_wait),
+                };
+                commands::once::run(&engine, options).await
+            })
+        }
+        Command::Exec { config, command } => {
+            let path = config_path(config.config.as_deref(), env);
+            with_runtime(|| async {
+                let (triggers, stop) =
+                    crate::exec::signals::triggers().map_err(|source| AppError::Io {
+                        what: "cannot install signal handlers".to_owned(),
+                        source,
+                    })?;
+                let engine = start(&path, env, cli_format)?;
+                commands::exec::run(&path, env, engine, triggers, stop, command).await
+            })
+        }
+        Command::Run { config } => {
+            let path = config_path(config.config.as_deref(), env);
+            with_runtime(|| async {
+                let triggers = crate::agent::signal_triggers().map_err(|source| AppError::Io {
+                    what: "cannot install signal handlers".to_owned(),
+                    source,
+                })?;
+                let engine = start(&path, env, cli_format)?;
+                crate::agent::run(&path, env, engine, triggers).await
+            })
+        }
+        Command::Whoami { config, json } => {
+            let path = config_path(config.config.as_deref(), env);
+            with_runtime(|| async { commands::whoami::run(&path, env, cli_format, json).await })
+        }
+    }
+}
+
 /// `-c`, else `KVSYNC_CONFIG`, else the platform default.
-pub fn config_path(explicit: Option<&Path>, env: &Env) -> PathBuf {
+pub(crate) fn config_path(explicit: Option<&Path>, env: &Env) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
     }
@@ -115,19 +182,19 @@ pub fn config_path(explicit: Option<&Path>, env: &Env) -> PathBuf {
 }
 
 /// Load and check a config file.
-pub fn load_config(path: &Path) -> Result<Config, AppError> {
+pub(crate) fn load_config(path: &Path) -> Result<Config, AppError> {
     Ok(crate::config::load(path)?)
 }
 
 /// Load and check a config file and compile its templates.
-pub fn load(path: &Path) -> Result<(Config, Renderer), AppError> {
+pub(crate) fn load(path: &Path) -> Result<(Config, Renderer), AppError> {
     let config = load_config(path)?;
     let renderer = Renderer::compile(&config).map_err(AppError::Templates)?;
     Ok((config, renderer))
 }
 
 /// Start logging: the CLI's format, else the config's, else text.
-pub fn init_logging(config: &Config, cli_format: Option<LogFormat>, env: &Env) {
+pub(crate) fn init_logging(config: &Config, cli_format: Option<LogFormat>, env: &Env) {
     let format = cli_format
         .or(config.agent.log_format)
         .unwrap_or(LogFormat::Text);
@@ -135,7 +202,7 @@ pub fn init_logging(config: &Config, cli_format: Option<LogFormat>, env: &Env) {
 }
 
 /// HTTP clients, the identity source and its token cache, the vault client.
-pub fn vault_client(config: &Config, env: &Env) -> Result<Arc<VaultClient>, AppError> {
+pub(crate) fn vault_client(config: &Config, env: &Env) -> Result<Arc<VaultClient>, AppError> {
     let metadata_http = crate::http::metadata_client()?;
     let remote_http = crate::http::vault_client(env, config.tls.ca_file.as_deref())?;
     let source = crate::identity::select(&config.auth, env, metadata_http, remote_http.clone())?;
@@ -149,7 +216,7 @@ pub fn vault_client(config: &Config, env: &Env) -> Result<Arc<VaultClient>, AppE
 
 /// Config + templates + clients → a ready [`Engine`] (the agent's reload
 /// passes the vault client to keep, when identity and TLS are unchanged).
-pub fn engine(
+pub(crate) fn engine(
     path: &Path,
     env: &Env,
     keep: Option<(&Config, &Arc<VaultClient>)>,
@@ -169,7 +236,11 @@ fn same_client(a: &Config, b: &Config) -> bool {
 
 /// Load config and templates, start logging, then build the clients: a
 /// ready [`Engine`] (identity selection is logged).
-pub fn start(path: &Path, env: &Env, cli_format: Option<LogFormat>) -> Result<Engine, AppError> {
+pub(crate) fn start(
+    path: &Path,
+    env: &Env,
+    cli_format: Option<LogFormat>,
+) -> Result<Engine, AppError> {
     let (config, renderer) = load(path)?;
     init_logging(&config, cli_format, env);
     let vault = vault_client(&config, env)?;
@@ -177,7 +248,7 @@ pub fn start(path: &Path, env: &Env, cli_format: Option<LogFormat>) -> Result<En
 }
 
 /// Run `f` on a multi-threaded tokio runtime.
-pub fn with_runtime<F, Fut>(f: F) -> Result<(), AppError>
+pub(crate) fn with_runtime<F, Fut>(f: F) -> Result<(), AppError>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), AppError>>,

@@ -1,13 +1,12 @@
-//! kvsync binary: parse the command line, call the command, map its result
-//! to the exit code (one map: `kvsync::app::exit_code`).
+//! kvsync binary: parse the command line and hand it to the library
+//! (`kvsync::app::run`); its result becomes the exit code through the one
+//! map (`kvsync::app::exit_code`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use kvsync::app::{self, AppError, with_runtime};
-use kvsync::cli::{Cli, Command, LogFormatArg};
-use kvsync::commands;
-use kvsync::config::LogFormat;
+use kvsync::app;
+use kvsync::cli::Cli;
 use kvsync::env::Env;
 
 fn main() -> ExitCode {
@@ -16,69 +15,5 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let env = Env::from_process();
-    let cli_format = cli.log_format.map(|f| match f {
-        LogFormatArg::Text => LogFormat::Text,
-        LogFormatArg::Json => LogFormat::Json,
-    });
-    app::exit(run(cli.command, &env, cli_format))
-}
-
-fn run(command: Command, env: &Env, cli_format: Option<LogFormat>) -> Result<(), AppError> {
-    match command {
-        Command::Check { config, online } => {
-            let path = app::config_path(config.config.as_deref(), env);
-            commands::check::run(&path)?;
-            if !online {
-                return Ok(());
-            }
-            with_runtime(|| async {
-                let engine = app::start(&path, env, cli_format)?;
-                commands::check::online(&engine).await
-            })
-        }
-        Command::Once {
-            config,
-            dry_run,
-            keep_going,
-            wait,
-        } => {
-            let path = app::config_path(config.config.as_deref(), env);
-            with_runtime(|| async {
-                let engine = app::start(&path, env, cli_format)?;
-                let options = commands::once::Options {
-                    dry_run,
-                    keep_going: keep_going || engine.config().agent.keep_going,
-                    wait: wait.or(engine.config().agent.once_wait),
-                };
-                commands::once::run(&engine, options).await
-            })
-        }
-        Command::Exec { config, command } => {
-            let path = app::config_path(config.config.as_deref(), env);
-            with_runtime(|| async {
-                let (triggers, stop) =
-                    kvsync::exec::signals::triggers().map_err(|source| AppError::Io {
-                        what: "cannot install signal handlers".to_owned(),
-                        source,
-                    })?;
-                let engine = app::start(&path, env, cli_format)?;
-                commands::exec::run(&path, env, engine, triggers, stop, command).await
-            })
-        }
-        Command::Run { config } => {
-            let path = app::config_path(config.config.as_deref(), env);
-            with_runtime(|| async {
-                let triggers = kvsync::agent::signal_triggers().map_err(|source| AppError::Io {
-                    what: "cannot install signal handlers".to_owned(),
-                    source,
-                })?;
-                let engine = app::start(&path, env, cli_format)?;
-                kvsync::agent::run(&path, env, engine, triggers).await
-            })
-        }
-        Command::Whoami { config, json } => {
-            let path = app::config_path(config.config.as_deref(), env);
-            with_runtime(|| async { commands::whoami::run(&path, env, cli_format, json).await })
-        }
-    }
+    app::exit(app::run(cli, &env))
 }

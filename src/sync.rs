@@ -23,8 +23,7 @@ mod select;
 mod stage;
 
 pub use failure::{FailureKind, SyncError};
-pub use round::{FileOutcome, HookQueue, Outcome, Policy, RoundOptions, RoundState, Scope};
-pub use stage::STAGE_THREADS;
+pub use round::{Outcome, Policy, RoundOptions, RoundState};
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -42,13 +41,7 @@ use url::Url;
 /// Seconds per day (for "days left" in expiry warnings and `check --online`).
 pub const SECS_PER_DAY: i64 = 24 * 3600;
 
-/// Seconds since the Unix epoch (0 before it).
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use crate::time::unix_now;
 
 /// The pipeline for one loaded config: what a round needs besides the
 /// state its caller keeps across rounds ([`RoundState`]).
@@ -254,11 +247,6 @@ impl Engine {
             ctx.absent.insert(alias.clone());
             false
         });
-    }
-
-    /// Whether the config has an `[env]` table (`kvsync exec`).
-    pub fn has_env(&self) -> bool {
-        self.renderer.has_env()
     }
 
     pub fn target(&self, index: usize) -> Target {

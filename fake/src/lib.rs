@@ -490,6 +490,13 @@ impl Emulator {
         lock(&self.shared.settings).empty_first_list_page = on;
     }
 
+    /// Write `fields` (a JSON object) over every later token answer of
+    /// HIMDS, IMDS and Entra ID, e.g. `{"expires_on": "18446744073709551615"}`
+    /// (range-check tests). An empty object restores normal answers.
+    pub fn set_token_fields(&self, fields: serde_json::Value) {
+        lock(&self.shared.settings).token_fields = fields.as_object().cloned().unwrap_or_default();
+    }
+
     /// Applied once per request, before authentication.
     pub fn set_latency(&self, service: Service, latency: Duration) {
         self.shared.set_latency(service, latency);

@@ -80,6 +80,9 @@ pub struct Settings {
     /// `Forbidden`/`ForbiddenByRbac`, as for an identity without the list
     /// (`secrets/readMetadata`) permission; single GETs still work.
     pub list_forbidden: bool,
+    /// Fields written over every token answer (HIMDS, IMDS, Entra), as
+    /// given: out-of-range expiries for the client's range checks.
+    pub token_fields: serde_json::Map<String, Value>,
     /// IMDS: the VM has a system-assigned identity (default true).
     pub imds_system_assigned: bool,
     /// IMDS: user-assigned identities assigned to the VM.
@@ -152,6 +155,7 @@ impl Shared {
                 vault_api_versions: None,
                 empty_first_list_page: false,
                 list_forbidden: false,
+                token_fields: serde_json::Map::new(),
                 imds_system_assigned: true,
                 user_assigned: Vec::new(),
                 workload: crate::entra::WorkloadApp::default(),
@@ -230,4 +234,15 @@ pub fn default_compute() -> Value {
         "vmId": "6b2e3b8e-0c3f-4d9a-9a7e-3f1c0d2b5a41",
         "azEnvironment": "AzurePublicCloud",
     })
+}
+
+impl Shared {
+    /// `body` with the scripted token fields written over it.
+    pub fn token_answer(&self, mut body: Value) -> Value {
+        let fields = crate::lock(&self.settings).token_fields.clone();
+        if let Some(obj) = body.as_object_mut() {
+            obj.extend(fields);
+        }
+        body
+    }
 }

@@ -4,7 +4,6 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::time::{Duration, UNIX_EPOCH};
 
 use crate::app::AppError;
 use crate::sync::{Engine, RoundOptions, RoundState, SECS_PER_DAY, unix_now};
@@ -104,10 +103,6 @@ pub async fn online(engine: &Engine) -> Result<(), AppError> {
 
 /// A Unix time as RFC 3339 (UTC), or `none` when absent.
 fn time_or(t: Option<i64>, none: &str) -> String {
-    match t.and_then(|s| u64::try_from(s).ok()) {
-        Some(s) => {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string()
-        }
-        None => none.to_owned(),
-    }
+    t.and_then(crate::time::rfc3339)
+        .unwrap_or_else(|| none.to_owned())
 }

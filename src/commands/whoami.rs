@@ -8,7 +8,7 @@
 //! even when a template is broken.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -65,7 +65,9 @@ async fn instance_json(source: &dyn TokenSource) -> Value {
 }
 
 fn format_unix(secs: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    let Some(t) = crate::time::system_time(secs) else {
+        return format!("{secs} (outside {})", crate::time::RANGE);
+    };
     let left = t
         .duration_since(SystemTime::now())
         .map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string())

@@ -595,14 +595,10 @@ struct KeyView<'a> {
     kty: &'a str,
 }
 
-/// Unix seconds → RFC 3339 (UTC, seconds precision).
+/// Unix seconds → RFC 3339 (UTC, seconds precision); `None` outside
+/// 1970..=9999 (`crate::time`).
 pub fn rfc3339(unix: i64) -> Option<String> {
-    let t = if unix >= 0 {
-        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(unix.unsigned_abs()))
-    } else {
-        std::time::UNIX_EPOCH.checked_sub(std::time::Duration::from_secs(unix.unsigned_abs()))
-    }?;
-    Some(humantime::format_rfc3339_seconds(t).to_string())
+    crate::time::rfc3339(unix)
 }
 
 fn tera_context(ctx: &Context) -> Result<tera::Context, tera::Error> {

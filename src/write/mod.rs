@@ -228,6 +228,7 @@ impl Staged {
         }
     }
 
+    #[cfg(test)]
     pub fn change(&self) -> Change {
         self.change
     }

@@ -23,6 +23,7 @@ mod identity_arc;
 mod identity_e2e;
 mod identity_sources;
 mod once;
+mod outside_values;
 mod render_golden;
 mod round;
 mod select_publish;
