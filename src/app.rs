@@ -52,6 +52,11 @@ pub enum AppError {
     /// `check --online` found failures (already listed, one per line).
     #[error("{0}\n({ts})", ts = crate::TROUBLESHOOTING)]
     Check(String),
+    /// `kvsync exec`: the command ended with this non-zero status (its
+    /// exit code, 128 + signal number if a signal killed it, 126/127 if it
+    /// could not be started). Its own output said why; kvsync adds nothing.
+    #[error("the command exited with status {0}")]
+    Child(u8),
     /// The async runtime, signal handlers or the listen address.
     #[error("{what}: {source}")]
     Io {
@@ -72,6 +77,7 @@ fn join_lines<E: std::fmt::Display>(errors: &[E]) -> String {
 /// The one error → exit-code map.
 pub fn exit_code(error: &AppError) -> u8 {
     match error {
+        AppError::Child(code) => *code,
         AppError::Config(_) | AppError::Templates(_) => EXIT_USAGE,
         AppError::Http(_)
         | AppError::Identity(_)
@@ -90,6 +96,7 @@ pub fn exit(result: Result<(), AppError>) -> ExitCode {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
             match e {
+                AppError::Child(_) => {}
                 AppError::Config(_) | AppError::Templates(_) => eprintln!("{e}"),
                 _ => eprintln!("{PREFIX}{e}"),
             }
@@ -116,11 +123,33 @@ pub fn run(cli: Cli, env: &Env) -> Result<(), AppError> {
                 commands::check::online(&engine).await
             })
         }
-        Command::Once { config, dry_run } => {
+        Command::Once {
+            config,
+            dry_run,
+            keep_going,
+            wait,
+        } => {
             let path = config_path(config.config.as_deref(), env);
             with_runtime(|| async {
                 let engine = start(&path, env, cli_format)?;
-                commands::once::run(&engine, dry_run).await
+                let options = commands::once::Options {
+                    dry_run,
+                    keep_going: keep_going || engine.config().agent.keep_going,
+                    wait: wait.or(engine.config().agent.once_wait),
+                };
+                commands::once::run(&engine, options).await
+            })
+        }
+        Command::Exec { config, command } => {
+            let path = config_path(config.config.as_deref(), env);
+            with_runtime(|| async {
+                let (triggers, stop) =
+                    crate::exec::signals::triggers().map_err(|source| AppError::Io {
+                        what: "cannot install signal handlers".to_owned(),
+                        source,
+                    })?;
+                let engine = start(&path, env, cli_format)?;
+                commands::exec::run(&path, env, engine, triggers, stop, command).await
             })
         }
         Command::Run { config } => {

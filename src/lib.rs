@@ -16,6 +16,10 @@
 //!   (config, logging, HTTP clients, identity, token cache, vault client) and
 //!   the one error → exit-code map ([`app::exit_code`]).
 //! * `commands`: `check`, `once`, `whoami`, reporting what a round did.
+//! * `exec`: `kvsync exec`, a supervised command whose environment carries
+//!   rendered secrets, driven by the agent's loop.
+//! * `fanout`: directories of files kvsync names (selections, IIS CCS), with
+//!   a manifest of what it wrote.
 //! * `agent`: `kvsync run`: schedule, signals, reloads, health and metrics
 //!   around the round; owns the `sync::RoundState` kept across rounds and
 //!   reloads.
@@ -54,6 +58,8 @@ pub mod cli;
 pub(crate) mod commands;
 pub mod config;
 pub mod env;
+pub mod exec;
+pub mod fanout;
 pub(crate) mod hooks;
 pub mod http;
 pub mod identity;

@@ -1,6 +1,7 @@
 //! The optional `[agent] listen` endpoint: `/healthz` (200 when the last
 //! round succeeded within 2 × interval, else 503 with the reason) and
-//! `/metrics` (Prometheus text). Plain HTTP/1.1 on the configured address,
+//! `/metrics` (Prometheus text), and `POST /sync` (a round on demand,
+//! [`super::on_demand`]). Plain HTTP/1.1 on the configured address,
 //! meant for loopback or a pod network; it exposes no secret.
 
 use std::convert::Infallible;
@@ -14,6 +15,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use super::metrics::Metrics;
+use super::on_demand::{self, OnDemand};
 
 /// Pause after a failed `accept()` (e.g. out of file descriptors) so a
 /// persistent error cannot spin the CPU.
@@ -92,6 +94,7 @@ pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    on_demand: Option<Arc<OnDemand>>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz and /metrics");
@@ -107,11 +110,17 @@ pub async fn serve(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (health, metrics) = (health.clone(), metrics.clone());
+            let (health, metrics, demand) = (health.clone(), metrics.clone(), on_demand.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let response = respond(&req, &health, &metrics);
-                    async move { Ok::<_, Infallible>(response) }
+                    let (health, metrics, demand) =
+                        (health.clone(), metrics.clone(), demand.clone());
+                    async move {
+                        if let Some(r) = on_demand::route(&req, demand.as_deref()).await {
+                            return Ok::<_, Infallible>(r);
+                        }
+                        Ok(respond(&req, &health, &metrics))
+                    }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let _ = hyper::server::conn::http1::Builder::new()

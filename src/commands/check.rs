@@ -11,10 +11,14 @@ use crate::sync::{Engine, RoundOptions, RoundState, SECS_PER_DAY, unix_now};
 pub fn run(path: &Path) -> Result<(), AppError> {
     let (config, _) = crate::app::load(path)?;
     println!(
-        "{}: OK ({} secrets, {} files)",
+        "{}: OK ({} secrets, {}{} files)",
         path.display(),
         config.secrets.len(),
-        config.files.len()
+        match config.selections.len() {
+            0 => String::new(),
+            n => format!("{n} selections, "),
+        },
+        config.files.len() + config.fanouts.len()
     );
     Ok(())
 }
@@ -62,6 +66,31 @@ pub async fn online(engine: &Engine) -> Result<(), AppError> {
                 c.key_algorithm,
             );
         }
+    }
+    for (alias, spec) in &engine.config().secrets {
+        if let Some(k) = ctx.keys.get(alias) {
+            let _ = writeln!(
+                out,
+                "key {alias} ({}): {}, kid {}",
+                spec.name, k.key.algorithm, k.kid
+            );
+        } else if let (true, Some(c)) = (spec.public_only, ctx.certs.get(alias)) {
+            let _ = writeln!(
+                out,
+                "certificate {alias} ({}, public only): subject {}; thumbprint {}; notAfter {}; serial {}",
+                spec.name, c.subject, c.thumbprint, c.not_after, c.serial
+            );
+        }
+    }
+    for (alias, list) in &ctx.selected {
+        let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "selection {alias}: {} secrets matched{}{}",
+            names.len(),
+            if names.is_empty() { "" } else { ": " },
+            names.join(", ")
+        );
     }
     let _ = out.flush();
     drop(out);

@@ -5,5 +5,6 @@
 //! config).
 
 pub mod check;
+pub mod exec;
 pub mod once;
 pub mod whoami;

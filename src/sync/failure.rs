@@ -74,6 +74,12 @@ pub enum SyncError {
     /// A secret's GET (or the vault's list) failed.
     #[error("secret '{alias}': {error}")]
     Fetch { alias: String, error: VaultError },
+    /// A `[selections]` entry: its vault's list, or a selected secret's GET.
+    #[error("selection '{alias}': {error}")]
+    Selection { alias: String, error: VaultError },
+    /// A fan-out directory (`selection`, `ccs`) could not be rendered.
+    #[error("{0}")]
+    Fanout(String),
     /// Instance metadata was needed (a template or a vault URL uses it) and
     /// could not be had.
     #[error("instance metadata: {0}")]
@@ -118,7 +124,13 @@ impl SyncError {
                 error: VaultError::Identity(_),
                 ..
             }
+            | SyncError::Selection {
+                error: VaultError::Identity(_),
+                ..
+            }
             | SyncError::Instance(_) => FailureKind::Identity,
+            SyncError::Selection { .. } => FailureKind::Vault,
+            SyncError::Fanout(_) => FailureKind::Render,
             SyncError::Fetch { .. } => FailureKind::Vault,
             SyncError::VaultUrl { .. } => FailureKind::Config,
             SyncError::Certificate { .. } => FailureKind::Certificate,
@@ -135,7 +147,10 @@ impl SyncError {
     /// outage, or a hook that may work next time).
     pub fn is_transient(&self) -> bool {
         match self {
-            SyncError::Fetch { error, .. } => error.is_transient(),
+            SyncError::Fetch { error, .. } | SyncError::Selection { error, .. } => {
+                error.is_transient()
+            }
+            SyncError::Fanout(_) => false,
             SyncError::Instance(e) => e.is_transient(),
             SyncError::Certificate { error, .. } => error.is_transient(),
             SyncError::Deadline(_) | SyncError::Hook(_) => true,

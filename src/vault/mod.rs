@@ -11,9 +11,11 @@
 
 pub mod address;
 pub mod models;
+pub mod objects;
 pub mod transport;
 
 pub use self::address::{VaultUrl, VaultUrlError};
+pub use objects::{CertificateBundle, KeyBundle};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -113,6 +115,33 @@ pub enum VaultError {
     )]
     ListForbidden {
         vault: String,
+        code: String,
+        identity: String,
+    },
+    #[error(
+        "vault {vault}: access to {} '{name}' denied (HTTP 403 {code}) for identity {identity}: {}", kind.noun(), kind.grant()
+    )]
+    ObjectForbidden {
+        vault: String,
+        kind: objects::ObjectKind,
+        name: String,
+        code: String,
+        identity: String,
+    },
+    #[error("vault {vault}: {} '{name}'{version} not found (HTTP 404 {code})", kind.noun())]
+    ObjectNotFound {
+        vault: String,
+        kind: objects::ObjectKind,
+        name: String,
+        version: String,
+        code: String,
+    },
+    #[error(
+        "vault {vault}: selection '{selection}' cannot list the vault's secrets (HTTP 403 {code}) for identity {identity}: a selection needs the secret list permission (data action Microsoft.KeyVault/vaults/secrets/readMetadata/action, in the roles 'Key Vault Secrets User' and 'Key Vault Reader'; or an access policy with secret List)"
+    )]
+    SelectionForbidden {
+        vault: String,
+        selection: String,
         code: String,
         identity: String,
     },
@@ -297,7 +326,7 @@ fn list_url(vault: &Url) -> Option<Url> {
 
 /// `{vault}/{segments...}?api-version=` (each segment percent-encoded);
 /// `None` when the vault URL cannot carry a path.
-fn vault_url(vault: &Url, segments: &[&str]) -> Option<Url> {
+pub(crate) fn vault_url(vault: &Url, segments: &[&str]) -> Option<Url> {
     let mut url = vault.clone();
     url.set_query(None);
     url.set_fragment(None);
@@ -355,7 +384,7 @@ pub fn identity_label(token: &AccessToken) -> String {
     }
 }
 
-fn has_code(codes: &[String], code: &str) -> bool {
+pub(crate) fn has_code(codes: &[String], code: &str) -> bool {
     codes.iter().any(|c| c.eq_ignore_ascii_case(code))
 }
 

@@ -8,13 +8,17 @@ mod support;
 
 mod agent;
 mod app;
+mod boot;
 mod certs;
 mod certs_pipeline;
 mod change_detection;
 mod config;
+mod config_exec;
 mod deploy_recipes;
 mod docs;
 mod e2e_servers;
+#[cfg(unix)]
+mod exec;
 mod identity_arc;
 mod identity_e2e;
 mod identity_sources;
@@ -22,4 +26,5 @@ mod once;
 mod outside_values;
 mod render_golden;
 mod round;
+mod select_publish;
 mod vault_client;
