@@ -3,7 +3,7 @@
 //! (`selection = "web"`), or one PFX per DNS name of a certificate for the
 //! IIS Centralized Certificate Store (`ccs = true`).
 //!
-//! Each file is written through [`crate::write`] (atomic, mode/owner, never
+//! Each file is written through `crate::write` (atomic, mode/owner, never
 //! followed symlinks), so an unchanged file is not touched. What kvsync
 //! wrote is recorded in a manifest, [`MANIFEST`], a hidden file in the
 //! directory itself (it travels with the directory, needs no state
