@@ -172,6 +172,7 @@ impl FileCx<'_> {
             pfx_legacy,
             verify,
             rollback: f.rollback.as_ref().is_some_and(|v| *v.get_ref()),
+            follow_symlinks: f.follow_symlinks.as_ref().is_some_and(|v| *v.get_ref()),
         })
     }
 

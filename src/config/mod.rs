@@ -207,6 +207,10 @@ pub struct FileSpec {
     /// Restore the previous files of the hook group if its `on_change`
     /// fails (every member of the group agrees).
     pub rollback: bool,
+    /// Follow symlinks in the directories of `path` and skip the check of
+    /// who may write to them (trusts every owner of that path; default
+    /// false: a symlinked or foreign-writable ancestor is refused).
+    pub follow_symlinks: bool,
 }
 
 /// One problem in a config file.

@@ -123,6 +123,7 @@ pub struct RawFile {
     pub pfx_legacy: Option<Spanned<bool>>,
     pub verify: Option<Spanned<String>>,
     pub rollback: Option<Spanned<bool>>,
+    pub follow_symlinks: Option<Spanned<bool>>,
 }
 
 /// A secret alias with the span of its key.
