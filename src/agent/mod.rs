@@ -174,7 +174,10 @@ impl Agent {
             self.notifier.status("in sync");
         } else {
             self.metrics.round("failed");
-            self.health.failure(state.clone());
+            self.health.failure(
+                outcome.failures.iter().map(|(kind, _)| *kind),
+                state.clone(),
+            );
             if state != self.last_state {
                 for (kind, message) in &outcome.failures {
                     tracing::error!(kind = *kind, "{message}");

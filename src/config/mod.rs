@@ -8,6 +8,7 @@ mod files;
 pub mod raw;
 mod resolve;
 mod summary;
+pub mod trust;
 mod vault_ref;
 
 pub use files::parse_mode;
@@ -260,21 +261,42 @@ impl std::fmt::Display for ConfigError {
 }
 
 /// Read and resolve a config file. The path is made absolute first (it is
-/// the base of relative paths and appears in every diagnostic).
+/// the base of relative paths and appears in every diagnostic). As root,
+/// the file, its templates and the templates directory must be owned by
+/// root and writable by nobody else ([`trust`]).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    match std::fs::read_to_string(&abs) {
-        Ok(text) => parse(&text, &abs),
-        Err(e) => Err(ConfigError {
-            diagnostics: vec![Diagnostic {
-                file: abs,
-                line: None,
-                column: None,
-                key: "-".to_owned(),
-                message: format!("cannot read the config file: {e}"),
-            }],
-        }),
+    let strict = trust::required();
+    let read_error = |e: std::io::Error| ConfigError {
+        diagnostics: vec![Diagnostic {
+            file: abs.clone(),
+            line: None,
+            column: None,
+            key: "-".to_owned(),
+            message: format!("cannot read the config file: {e}"),
+        }],
+    };
+    // One descriptor for the check and the read: what is checked is what
+    // is parsed.
+    let mut file = std::fs::File::open(&abs).map_err(read_error)?;
+    if strict {
+        let meta = file.metadata().map_err(read_error)?;
+        if let Some(d) = trust::check_meta(&abs, &meta, "config file") {
+            return Err(ConfigError {
+                diagnostics: vec![d],
+            });
+        }
     }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(read_error)?;
+    let config = parse(&text, &abs)?;
+    if strict {
+        let diagnostics = trust::check_templates(&config);
+        if !diagnostics.is_empty() {
+            return Err(ConfigError { diagnostics });
+        }
+    }
+    Ok(config)
 }
 
 /// Resolve config text; `path` is used for messages and relative paths
