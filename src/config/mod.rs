@@ -120,6 +120,14 @@ pub struct AuthConfig {
     /// agent's token directory in the challenge-path check. Documented as
     /// test-only; never set it on a real host.
     pub test_arc_token_dir: Option<PathBuf>,
+    /// `[auth] arc_agent_user`: the user the Arc agent (himds) runs as;
+    /// listeners of root or this user may receive the challenge key
+    /// (default `himds`).
+    pub arc_agent_user: Option<String>,
+    /// Vault hosts (`host` or `host:port`) that may receive a token for the
+    /// explicit `audience`: the hosts of the literal vault URLs of the
+    /// config plus `[auth] audience_hosts`.
+    pub audience_hosts: Vec<String>,
 }
 
 impl AuthConfig {
@@ -136,6 +144,8 @@ impl AuthConfig {
             authority_host: None,
             audience: None,
             test_arc_token_dir: None,
+            arc_agent_user: None,
+            audience_hosts: Vec::new(),
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct RawAuth {
     /// TEST ONLY (see docs/CONFIG.md): replaces the Arc agent's token
     /// directory in the challenge-file check.
     pub insecure_test_arc_token_dir: Option<Spanned<String>>,
+    pub arc_agent_user: Option<Spanned<String>>,
+    pub audience_hosts: Option<Spanned<Vec<String>>>,
 }
 
 /// `[tls]`

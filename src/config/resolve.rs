@@ -389,6 +389,12 @@ fn auth(raw: &RawAuth, base_dir: &Path, p: &mut Problems) -> AuthConfig {
             .insecure_test_arc_token_dir
             .as_ref()
             .map(|d| absolutize(base_dir, d.get_ref())),
+        arc_agent_user: non_empty(&raw.arc_agent_user, "auth.arc_agent_user", p),
+        audience_hosts: raw
+            .audience_hosts
+            .as_ref()
+            .map(|h| h.get_ref().iter().map(|h| h.trim().to_ascii_lowercase()).collect())
+            .unwrap_or_default(),
     }
 }
 

@@ -10,6 +10,7 @@
 //! token parsing, error-code quoting and retry loop defined here.
 
 pub mod arc;
+pub mod arc_peer;
 pub mod audience;
 pub mod auto;
 pub mod cache;
