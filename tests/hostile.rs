@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -492,4 +493,154 @@ async fn healthz_verbose_is_for_loopback_only() {
         eprintln!("no non-loopback address: the 403 half is skipped");
     }
     agent.terminate().await;
+}
+
+// ------------------------------------------------------------ Arc agent
+
+/// An impostor HIMDS on `[::1]:port`, run as `user`: it relays a genuine
+/// challenge from the real agent on 127.0.0.1 and logs every request it
+/// gets (headers included) to `log`.
+const IMPOSTOR: &str = r#"
+import socket, sys, urllib.request, urllib.error
+port, log = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::1", port)); s.listen(16)
+open(log + ".ready", "w").close()
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = c.recv(4096)
+        if not chunk: break
+        data += chunk
+    with open(log, "ab") as f: f.write(data + b"\n----\n")
+    target = data.split(b" ")[1].decode() if data.count(b" ") else "/"
+    try:
+        urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:%d%s" % (port, target), headers={"Metadata": "true"}))
+        challenge = "Basic realm=/nonexistent.key"
+    except urllib.error.HTTPError as e:
+        challenge = e.headers.get("WWW-Authenticate", "")
+    c.sendall(("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % challenge).encode())
+    c.close()
+"#;
+
+struct Impostor {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Impostor {
+    fn start(h: &Harness, user: &TempUser, port: u16) -> Self {
+        use std::os::unix::process::CommandExt;
+        let dir = h.path("impostor");
+        std::fs::create_dir(&dir).unwrap();
+        chown(&dir, user.uid, user.gid);
+        let script = dir.join("impostor.py");
+        std::fs::write(&script, IMPOSTOR).unwrap();
+        let log = dir.join("requests.log");
+        let child = std::process::Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&log)
+            .uid(user.uid)
+            .gid(user.gid)
+            .env_clear()
+            .spawn()
+            .unwrap();
+        // Bounded wait for the listener.
+        let ready = log.with_extension("log.ready");
+        for _ in 0..200 {
+            if ready.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        assert!(ready.exists(), "impostor did not start");
+        Self { child, log }
+    }
+
+    fn requests(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impostor_on_ipv6_loopback_never_receives_the_challenge_key() {
+    if !is_root() {
+        eprintln!("skipped: needs root (throwaway user)");
+        return;
+    }
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    }
+    let user = TempUser::new("im");
+    let h = Harness::new().await;
+    h.emu.set_secret("s", CANARY);
+    let real = h.emu.himds_token_endpoint();
+    let port = url::Url::parse(&real).unwrap().port().unwrap();
+    let impostor = Impostor::start(&h, &user, port);
+    let body = format!(
+        "[secrets]\ns = \"s\"\n\n[[file]]\npath = \"{}/f\"\ncontents = \"{{{{ secrets.s }}}}\"\n",
+        h.dir.path().display()
+    );
+    // Dialled at [::1]: the impostor's socket is refused before any key.
+    let config = h.write_config(&body);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&real, &real.replace("127.0.0.1", "[::1]"));
+    std::fs::write(&config, text).unwrap();
+    let o = h.once(&config, &[]).await;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("impersonating the Arc agent"), "{err}");
+    assert!(err.contains(&user.name), "names the socket's owner: {err}");
+    // Dialled by name: only loopback addresses, each checked; the real
+    // agent is reached.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[::1]", "localhost");
+    std::fs::write(&config, text).unwrap();
+    let o = h.once(&config, &[]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read(&h.path("f")), CANARY);
+    let seen = impostor.requests().to_ascii_lowercase();
+    assert!(
+        !seen.contains("authorization"),
+        "the impostor got a key:\n{seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_named_by_the_challenge_is_refused_without_hanging() {
+    let h = Harness::new().await;
+    let fifo = h.emu.token_dir().join("trap.key");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let server = support::MockServer::start({
+        let realm = format!("Basic realm={}", fifo.display());
+        move |_, _| support::Response::new(401, "").header("WWW-Authenticate", &realm)
+    })
+    .await;
+    let config = h.write_config(&format!(
+        "[secrets]\ns = \"s\"\n\n[[file]]\npath = \"{}/f\"\ncontents = \"{{{{ secrets.s }}}}\"\n",
+        h.dir.path().display()
+    ));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&h.emu.himds_base(), &server.base);
+    std::fs::write(&config, text).unwrap();
+    let start = std::time::Instant::now();
+    let o = h.once(&config, &[]).await;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(60));
 }

@@ -393,7 +393,12 @@ fn auth(raw: &RawAuth, base_dir: &Path, p: &mut Problems) -> AuthConfig {
         audience_hosts: raw
             .audience_hosts
             .as_ref()
-            .map(|h| h.get_ref().iter().map(|h| h.trim().to_ascii_lowercase()).collect())
+            .map(|h| {
+                h.get_ref()
+                    .iter()
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .collect()
+            })
             .unwrap_or_default(),
     }
 }

@@ -232,7 +232,11 @@ impl ArcSource {
         {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(other(self.io_error(addr, &e))),
-            Err(_) => return Err(other(self.io_error(addr, &std::io::ErrorKind::TimedOut.into()))),
+            Err(_) => {
+                return Err(other(
+                    self.io_error(addr, &std::io::ErrorKind::TimedOut.into()),
+                ));
+            }
         };
         self.check_listener(&stream, addr)?;
         let request = self.request(url, key).map_err(other)?;
@@ -278,8 +282,14 @@ impl ArcSource {
 
     /// Refuse a connection whose server end belongs to neither root nor
     /// the Arc agent's user.
-    fn check_listener(&self, stream: &tokio::net::TcpStream, addr: SocketAddr) -> Result<(), LegError> {
-        let local = stream.local_addr().map_err(|e| LegError::Other(self.io_error(addr, &e)))?;
+    fn check_listener(
+        &self,
+        stream: &tokio::net::TcpStream,
+        addr: SocketAddr,
+    ) -> Result<(), LegError> {
+        let local = stream
+            .local_addr()
+            .map_err(|e| LegError::Other(self.io_error(addr, &e)))?;
         match super::arc_peer::server_owner(local, addr) {
             Ok(super::arc_peer::Owner::Uid(uid)) if self.agent_uids.contains(&uid) => Ok(()),
             Ok(super::arc_peer::Owner::Uid(uid)) => Err(LegError::Impostor(format!(
@@ -315,10 +325,10 @@ impl ArcSource {
             let mut value =
                 reqwest::header::HeaderValue::from_str(&format!("Basic {}", key.expose_secret()))
                     .map_err(|_| IdentityError::Malformed {
-                        endpoint: self.endpoint_str(),
-                        detail: "the challenge key file holds bytes not allowed in an HTTP header"
-                            .to_owned(),
-                    })?;
+                    endpoint: self.endpoint_str(),
+                    detail: "the challenge key file holds bytes not allowed in an HTTP header"
+                        .to_owned(),
+                })?;
             value.set_sensitive(true);
             builder = builder.header(hyper::header::AUTHORIZATION, value);
         }
