@@ -29,6 +29,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod env;
+pub mod hardening;
 pub mod hooks;
 pub mod http;
 pub mod identity;

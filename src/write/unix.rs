@@ -112,7 +112,9 @@ fn open_component(parent: &OwnedFd, name: &OsStr, follow: bool) -> nix::Result<O
             .flags(dir_flags() | OFlag::O_NOFOLLOW)
             .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_BENEATH);
         match nix::fcntl::openat2(parent, name, how) {
-            Err(Errno::ENOSYS) => OPENAT2.store(false, Ordering::Relaxed),
+            // ENOSYS: kernel < 5.6; EPERM: a seccomp filter that predates
+            // openat2 (systemd's SystemCallErrorNumber=EPERM).
+            Err(Errno::ENOSYS | Errno::EPERM) => OPENAT2.store(false, Ordering::Relaxed),
             other => return other,
         }
     }
