@@ -37,7 +37,7 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
-# The end-to-end tests with real nginx/PostgreSQL (tests/e2e_servers.rs) skip
+# The end-to-end tests with real nginx/PostgreSQL (tests/it/e2e_servers.rs) skip
 # when they can't run (not root, packages missing); here a skip is a failure.
 # KVSYNC_E2E_REQUIRED=0 ./scripts/test.sh lets them skip.
 KVSYNC_E2E_REQUIRED="${KVSYNC_E2E_REQUIRED:-1}" cargo test --workspace

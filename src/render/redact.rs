@@ -232,7 +232,8 @@ mod tests {
         for fragment in ["ab", "cd-secret-ef", "secret"] {
             assert!(!out.contains(fragment), "{fragment} leaked: {out}");
         }
-        let raw = format!("Tried to iterate using key value on variable `{secret}`, but it is missing");
+        let raw =
+            format!("Tried to iterate using key value on variable `{secret}`, but it is missing");
         let out = sanitize(&needles.scrub(&raw), src);
         assert!(!out.contains("secret-ef") && !out.contains("ab`"), "{out}");
     }

@@ -1,16 +1,12 @@
 //! Hostile hosts (issue 13): other local users who can swap directories,
 //! plant files or FIFOs, imitate the Arc agent or hold sockets open; run as
 //! root with throwaway users where the scenario needs another user.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod harness;
-mod support;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use harness::{Harness, read, stderr};
+use crate::support::harness::{Harness, read, stderr};
+use crate::support::mock as support;
 
 const CANARY: &str = "canary-hostile-5b7d1e";
 
