@@ -29,6 +29,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod env;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hardening;
 pub mod hooks;
 pub mod http;

@@ -18,7 +18,7 @@
 //! the context is dropped; kvsync's output buffers are ([`SecretBytes`]).
 
 pub mod filters;
-mod redact;
+pub(crate) mod redact;
 pub mod refs;
 
 use std::collections::BTreeMap;

@@ -19,6 +19,7 @@ mod identity_arc;
 mod identity_e2e;
 mod identity_sources;
 mod once;
+mod parsers;
 mod render_golden;
 mod round;
 mod vault_client;
