@@ -169,3 +169,128 @@ proptest! {
         prop_assert!(!out.contains(&secret), "{}", out);
     }
 }
+
+/// The emulator's real answers parse, and are the fuzz seed corpus: with
+/// `KVSYNC_FUZZ_SEEDS=<dir>` they are written to `<dir>/<target>/` (how
+/// `fuzz/corpus` was made; see fuzz/README.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_answers_parse_and_seed_the_fuzz_corpus() {
+    use kvsync_fake::{CertContentType, CertKey, CertOptions, Emulator, Options};
+    let emu = Emulator::start(Options::default()).await.unwrap();
+    emu.set_secret("db-password", "s3cr3t-seed");
+    let mut seeds: Vec<(&str, &str, Vec<u8>)> = Vec::new();
+    let http = kvsync::http::metadata_client().unwrap();
+    // HIMDS: the 401 challenge, then the token.
+    let url = format!(
+        "{}?api-version=2020-06-01&resource=https%3A%2F%2Fvault.azure.net",
+        emu.himds_token_endpoint()
+    );
+    let first = http
+        .get(&url)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    let challenge = first.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    seeds.push(("www_authenticate", "himds", challenge.clone().into_bytes()));
+    let key_path = kvsync::identity::challenge::parse_realm(&challenge).unwrap();
+    let key = std::fs::read_to_string(&key_path).unwrap();
+    let token = http
+        .get(&url)
+        .header("Metadata", "true")
+        .header("Authorization", format!("Basic {key}"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    assert_eq!(fuzzing::token_json(&token), None);
+    seeds.push(("token_json", "himds", token.clone()));
+    let jwt = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fuzzing::jwt_claims(jwt.as_bytes());
+    seeds.push(("jwt_claims", "himds", jwt.into_bytes()));
+    // Key Vault: challenge, bundle, list page, error.
+    let env = kvsync::env::Env::empty();
+    let vault = kvsync::http::vault_client(&env, Some(emu.ca_file())).unwrap();
+    let base = emu.vault_url();
+    let api = "api-version=2025-07-01";
+    let bare = vault
+        .get(format!("{base}/secrets/db-password/?{api}"))
+        .send()
+        .await
+        .unwrap();
+    let bearer = bare.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    fuzzing::www_authenticate(bearer.as_bytes());
+    seeds.push(("www_authenticate", "vault", bearer.into_bytes()));
+    let bearer = format!("Bearer {}", emu.issue_token("https://vault.azure.net"));
+    let get = |path: String| {
+        let (vault, bearer) = (vault.clone(), bearer.clone());
+        async move {
+            let resp = vault
+                .get(path)
+                .header("Authorization", bearer)
+                .send()
+                .await
+                .unwrap();
+            resp.bytes().await.unwrap().to_vec()
+        }
+    };
+    let bundle = get(format!("{base}/secrets/db-password/?{api}")).await;
+    assert_eq!(fuzzing::vault_json(&bundle), None);
+    seeds.push(("vault_json", "bundle", bundle));
+    let list = get(format!("{base}/secrets?{api}")).await;
+    seeds.push(("vault_json", "list", list));
+    let missing = get(format!("{base}/secrets/missing/?{api}")).await;
+    seeds.push(("vault_json", "error", missing));
+    // Certificates as Key Vault stores them: PFX (base64) and PEM.
+    for (name, content_type, key) in [
+        ("site-pfx", CertContentType::Pkcs12, CertKey::EcP256),
+        ("site-pem", CertContentType::Pem, CertKey::EcP256),
+    ] {
+        let opts = CertOptions {
+            content_type,
+            key,
+            ..CertOptions::default()
+        };
+        emu.issue_certificate(name, opts).unwrap();
+        let body = get(format!("{base}/secrets/{name}/?{api}")).await;
+        let value = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if name == "site-pem" {
+            assert_eq!(fuzzing::certificate(value.as_bytes(), true), None);
+            seeds.push(("pem", "ec", value.into_bytes()));
+        } else {
+            use base64::Engine;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .unwrap();
+            assert_eq!(fuzzing::certificate(&der, false), None);
+            seeds.push(("pfx", "ec", der));
+        }
+    }
+    let config = include_bytes!("../../config/example.toml");
+    assert_eq!(fuzzing::config_toml(config), None);
+    seeds.push(("config_toml", "example", config.to_vec()));
+    let template = include_bytes!("../../templates/app.env.tera");
+    seeds.push(("template", "app-env", template.to_vec()));
+    if let Some(dir) = std::env::var_os("KVSYNC_FUZZ_SEEDS") {
+        for (target, name, bytes) in &seeds {
+            let d = std::path::Path::new(&dir).join(target);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("emulator-{name}")), bytes).unwrap();
+        }
+    }
+}
