@@ -80,6 +80,13 @@ struct Agent {
 /// Run the agent until a stop trigger; returns the exit code.
 pub async fn run(path: &Path, env: &Env, engine: Engine, mut triggers: Triggers) -> u8 {
     let config = engine.config().clone();
+    // Temp files a killed predecessor left next to the destinations.
+    for index in 0..config.files.len() {
+        let removed = crate::write::sweep_stale_temps(&engine.target(index));
+        if removed > 0 {
+            tracing::info!(path = %config.files[index].path.display(), removed, "removed stale temp files");
+        }
+    }
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.agent.interval));
     let _server = match config.agent.listen {
@@ -93,16 +100,10 @@ pub async fn run(path: &Path, env: &Env, engine: Engine, mut triggers: Triggers)
         None => None,
     };
     let notifier = Notifier::from_env(env);
-    let _watchdog = notifier.watchdog_period().map(|period| {
-        let n = Notifier::from_env(env);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
-                n.watchdog();
-            }
-        })
-    });
+    // The watchdog is pinged from this loop only (after each round and while
+    // waiting for the next), never by an independent task: a hung round
+    // stops the pings and systemd's WatchdogSec= restarts the agent. Set it
+    // above [agent] deadline plus the hooks' time.
     let mut agent = Agent {
         path: path.to_path_buf(),
         env: env.clone(),
@@ -124,6 +125,7 @@ pub async fn run(path: &Path, env: &Env, engine: Engine, mut triggers: Triggers)
             &mut triggers.stop,
         )
         .await;
+        agent.notifier.watchdog();
         let delay = agent.after_round(&outcome);
         agent.token_metrics().await;
         if outcome.interrupted || *triggers.stop.borrow() {
@@ -219,11 +221,21 @@ impl Agent {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = &mut sleep => Wake::Timer,
-            Some(()) = triggers.reload.recv() => Wake::Reload("SIGHUP"),
-            _ = watcher => Wake::Reload("config or template edited"),
-            _ = triggers.stop.wait_for(|s| *s) => Wake::Stop,
+        tokio::pin!(watcher);
+        let period = self.notifier.watchdog_period();
+        let mut tick =
+            tokio::time::interval(period.unwrap_or(std::time::Duration::from_secs(3600)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Bounded: each pass either returns or waits one watchdog period,
+        // and `sleep` ends the loop after `delay`.
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return Wake::Timer,
+                Some(()) = triggers.reload.recv() => return Wake::Reload("SIGHUP"),
+                _ = &mut watcher => return Wake::Reload("config or template edited"),
+                _ = triggers.stop.wait_for(|s| *s) => return Wake::Stop,
+                _ = tick.tick(), if period.is_some() => self.notifier.watchdog(),
+            }
         }
     }
 
