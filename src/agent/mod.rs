@@ -125,8 +125,10 @@ pub async fn run(path: &Path, env: &Env, engine: Engine, mut triggers: Triggers)
             &mut triggers.stop,
         )
         .await;
-        agent.notifier.watchdog();
         let delay = agent.after_round(&outcome);
+        if agent.notifier.watchdog_period().is_some() {
+            agent.notifier.watchdog();
+        }
         agent.token_metrics().await;
         if outcome.interrupted || *triggers.stop.borrow() {
             break;
