@@ -80,11 +80,10 @@ pub fn vault_client(config: &Config, env: &Env) -> Result<Arc<VaultClient>, Setu
     let source = crate::identity::select(&config.auth, env, metadata_http, remote_http.clone())
         .map_err(|e| env_err(&e))?;
     let tokens = Arc::new(TokenCache::new(source));
-    Ok(Arc::new(VaultClient::new(
-        remote_http,
-        tokens,
-        config.auth.audience.clone(),
-    )))
+    Ok(Arc::new(
+        VaultClient::new(remote_http, tokens, config.auth.audience.clone())
+            .with_audience_hosts(config.auth.audience_hosts.clone()),
+    ))
 }
 
 /// Config + templates + clients → a ready [`Engine`].

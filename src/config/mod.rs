@@ -12,7 +12,7 @@ pub mod trust;
 mod vault_ref;
 
 pub use files::parse_mode;
-pub use resolve::MAX_CONCURRENCY;
+pub use resolve::{MAX_CONCURRENCY, host_port};
 pub use summary::summary;
 pub use vault_ref::VaultRef;
 

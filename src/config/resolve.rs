@@ -51,7 +51,7 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
     let agent = agent(&raw.agent, &base_dir, p);
-    let auth = auth(&raw.auth, &base_dir, p);
+    let mut auth = auth(&raw.auth, &base_dir, p);
     let tls = tls(&raw.tls, &base_dir);
     let vault = raw
         .vault
@@ -66,6 +66,21 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
     if !p.0.is_empty() {
         return None;
     }
+    // The explicit audience goes only to hosts the operator named: the
+    // literal vault URLs of this file plus [auth] audience_hosts (never a
+    // host chosen by a template over instance metadata or tags).
+    if auth.audience.is_some() {
+        let literal = vault.iter().chain(secrets.values().map(|s| &s.vault));
+        for v in literal {
+            if let VaultRef::Url(url) = v
+                && let Some(host) = host_port(url)
+            {
+                auth.audience_hosts.push(host);
+            }
+        }
+        auth.audience_hosts.sort();
+        auth.audience_hosts.dedup();
+    }
     Some(Config {
         source: source.to_path_buf(),
         base_dir,
@@ -75,6 +90,16 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         tls,
         secrets,
         files,
+    })
+}
+
+/// `host` or `host:port` (lowercase) of a vault URL, as `audience_hosts`
+/// lists them.
+pub fn host_port(url: &Url) -> Option<String> {
+    let host = url.host_str()?.to_ascii_lowercase();
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
     })
 }
 
