@@ -95,3 +95,20 @@ pub fn redact(message: &str, secrets: &[&str], source: &str) -> String {
     let needles = crate::render::redact::Needles::from_values(secrets);
     crate::render::redact::sanitize(&needles.scrub(message), source)
 }
+
+/// Write `bytes` to `path` through [`crate::write`] (mode 0600, strict
+/// directory walk): the race test of `tests/it/hostile.rs` swaps
+/// directories under it.
+pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    let target = crate::write::Target {
+        path: path.to_path_buf(),
+        mode: 0o600,
+        uid: None,
+        gid: None,
+        dir_mode: 0o755,
+        follow_symlinks: false,
+    };
+    crate::write::apply(&target, bytes)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

@@ -1,6 +1,7 @@
 //! The optional `[agent] listen` endpoint: `/healthz` (200 when the last
-//! round succeeded within 2 × interval, else 503 with the failure kinds) and
-//! `/metrics` (Prometheus text). Plain HTTP/1.1 on the configured address,
+//! round succeeded within 2 × interval, else 503 with the failure kinds),
+//! `/metrics` (Prometheus text), and `POST /sync` (a round on demand,
+//! [`super::on_demand`]). Plain HTTP/1.1 on the configured address,
 //! meant for loopback or a pod network; it exposes no secret.
 //!
 //! Hostile clients cannot starve the agent: a connection gets
@@ -25,6 +26,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use super::metrics::Metrics;
+use super::on_demand::{self, OnDemand};
 
 /// Pause after a failed `accept()` (e.g. out of file descriptors) so a
 /// persistent error cannot spin the CPU.
@@ -130,6 +132,7 @@ pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    on_demand: Option<Arc<OnDemand>>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz and /metrics");
@@ -153,11 +156,20 @@ pub async fn serve(
                 }
             }
             let _ = stream.set_nodelay(true);
-            let (health, metrics) = (health.clone(), metrics.clone());
+            let (health, metrics, demand) = (health.clone(), metrics.clone(), on_demand.clone());
+            let answering = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let answering_conn = answering.clone();
             open.push_back(tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let response = respond(&req, peer, &health, &metrics);
-                    async move { Ok::<_, Infallible>(response) }
+                    let (health, metrics, demand) =
+                        (health.clone(), metrics.clone(), demand.clone());
+                    answering.store(true, std::sync::atomic::Ordering::Relaxed);
+                    async move {
+                        if let Some(r) = on_demand::route(&req, demand.as_deref()).await {
+                            return Ok::<_, Infallible>(r);
+                        }
+                        Ok(respond(&req, peer, &health, &metrics))
+                    }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -167,7 +179,17 @@ pub async fn serve(
                     .max_buf_size(MAX_REQUEST_BYTES)
                     .max_headers(MAX_HEADERS)
                     .serve_connection(io, svc);
-                let _ = tokio::time::timeout(CONNECTION_DEADLINE, conn).await;
+                tokio::pin!(conn);
+                // A request that arrived in time may take long to answer
+                // (`POST /sync` waits for its round): it gets the on-demand
+                // bound instead of the connection deadline.
+                if tokio::time::timeout(CONNECTION_DEADLINE, &mut conn)
+                    .await
+                    .is_err()
+                    && answering_conn.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    let _ = tokio::time::timeout(on_demand::ANSWER_TIMEOUT, conn).await;
+                }
             }));
         }
     }))

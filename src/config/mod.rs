@@ -7,12 +7,14 @@
 mod files;
 pub mod raw;
 mod resolve;
+mod selections;
 mod summary;
 pub mod trust;
 mod vault_ref;
 
 pub use files::parse_mode;
 pub use resolve::{MAX_CONCURRENCY, host_port};
+pub use selections::matches as selection_matches;
 pub use summary::summary;
 pub use vault_ref::VaultRef;
 
@@ -47,6 +49,16 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `[agent] cert_expiry_warning`: warn two weeks before a
 /// delivered certificate expires (the default, 14 days).
 pub const DEFAULT_CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Default `[exec] stop_timeout`: SIGTERM, then SIGKILL after this long
+/// (Docker's and systemd's defaults are 10 s and 90 s; 10 s keeps a restart
+/// on rotation short).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `[exec] signal` with `on_change = "signal"`.
+pub const DEFAULT_EXEC_SIGNAL: &str = "SIGHUP";
+/// Signals `[exec] signal` may name (the ones services use to reload).
+pub const EXEC_SIGNALS: &[&str] = &[
+    "SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGWINCH",
+];
 /// Default mode of parent directories kvsync creates.
 pub const DEFAULT_DIR_MODE: u32 = 0o755;
 /// Default file mode when `mode` is not given: owner-only, since files
@@ -67,7 +79,51 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Secrets by alias.
     pub secrets: BTreeMap<String, SecretSpec>,
+    /// `[selections]` by alias.
+    pub selections: BTreeMap<String, SelectionSpec>,
     pub files: Vec<FileSpec>,
+    /// `[[file]]` tables whose `path` is a directory written one file per
+    /// name (`selection = ...`, `ccs = true`); kept apart from `files`,
+    /// whose entries are one file each.
+    pub fanouts: Vec<FanoutSpec>,
+    /// `[env]`: variable name → template, in file order (`kvsync exec`).
+    pub env: Vec<EnvVar>,
+    pub exec: ExecConfig,
+}
+
+/// One `[env]` entry: rendered like a file, added to the child's environment.
+#[derive(Clone, Debug)]
+pub struct EnvVar {
+    pub name: String,
+    pub template: String,
+}
+
+/// What `kvsync exec` does when an `[env]` value or a file changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnChange {
+    /// Stop the child (signal, then SIGKILL after `stop_timeout`) and start it again.
+    Restart,
+    /// Send `[exec] signal` to the running child (Unix only).
+    Signal,
+}
+
+/// `[exec]`
+#[derive(Clone, Debug)]
+pub struct ExecConfig {
+    pub on_change: OnChange,
+    /// Signal name from [`EXEC_SIGNALS`], e.g. `SIGHUP`.
+    pub signal: String,
+    pub stop_timeout: Duration,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        Self {
+            on_change: OnChange::Restart,
+            signal: DEFAULT_EXEC_SIGNAL.to_owned(),
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -84,6 +140,12 @@ pub struct AgentConfig {
     pub hook_timeout: Duration,
     /// Warn (log + metric) when a delivered certificate expires within this.
     pub cert_expiry_warning: Duration,
+    /// `once` isolates hook groups like `run` (`once --keep-going`).
+    pub keep_going: bool,
+    /// `once` retries transient failures for this long (`once --wait`).
+    pub once_wait: Option<Duration>,
+    /// `POST /sync` is served on a non-loopback `listen` address.
+    pub allow_remote_sync: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +223,8 @@ pub struct TlsConfig {
 pub enum SecretKind {
     Secret,
     Certificate,
+    /// `type = "key"`: the public part of a Key Vault key.
+    Key,
 }
 
 #[derive(Clone, Debug)]
@@ -174,6 +238,64 @@ pub struct SecretSpec {
     pub kind: SecretKind,
     /// Certificates only: append the self-signed root to `chain`/`fullchain`.
     pub include_root: bool,
+    /// A missing (404) or disabled secret renders `default` instead of
+    /// failing the round; `meta.<alias>.present` is then false.
+    pub optional: bool,
+    /// What `secrets.<alias>` is when an optional secret is absent.
+    pub default: String,
+    /// Certificates only: read `GET /certificates/{name}` (the leaf, no
+    /// key, no chain) instead of the secret.
+    pub public_only: bool,
+}
+
+/// One `[selections]` entry: every enabled secret of `vault` whose name
+/// starts with `prefix` and whose tags include all of `tags`.
+#[derive(Clone, Debug)]
+pub struct SelectionSpec {
+    pub alias: String,
+    pub prefix: String,
+    pub tags: BTreeMap<String, String>,
+    pub vault: VaultRef,
+    /// Names in `selected.<alias>` and fan-out files without the prefix.
+    pub strip_prefix: bool,
+}
+
+/// `decode = "base64" | "hex"` of a `[[file]]`: the secret holds text that
+/// encodes the bytes to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decode {
+    Base64,
+    Hex,
+}
+
+/// What a fan-out directory holds.
+#[derive(Clone, Debug)]
+pub enum FanoutSource {
+    /// `selection = "alias"`: one file per selected secret, named after it.
+    Selection {
+        alias: String,
+        decode: Option<Decode>,
+    },
+    /// `ccs = true`: one PFX per DNS name of a certificate, named as the
+    /// IIS Centralized Certificate Store expects.
+    Ccs {
+        alias: String,
+        pfx_password: Option<String>,
+        pfx_legacy: bool,
+    },
+}
+
+/// A `[[file]]` whose `path` is a directory of files kvsync names.
+#[derive(Clone, Debug)]
+pub struct FanoutSpec {
+    /// Absolute directory path.
+    pub dir: PathBuf,
+    pub source: FanoutSource,
+    pub mode: u32,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub dir_mode: u32,
+    pub on_change: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,6 +344,8 @@ pub struct FileSpec {
     /// who may write to them (trusts every owner of that path; default
     /// false: a symlinked or foreign-writable ancestor is refused).
     pub follow_symlinks: bool,
+    /// `secret = alias` with `format = "raw"`: write the decoded bytes.
+    pub decode: Option<Decode>,
 }
 
 /// One problem in a config file.

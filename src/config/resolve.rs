@@ -12,11 +12,16 @@ use std::time::Duration;
 use toml::Spanned;
 use url::Url;
 
-use super::raw::{Problem, RawAgent, RawAlias, RawAuth, RawConfig, RawSecret, RawTls};
+use crate::vault::address::{self as vault_url, VaultUrl};
+
+use super::raw::{
+    Problem, RawAgent, RawAlias, RawAuth, RawConfig, RawEnvVar, RawExec, RawSecret, RawTls,
+};
 use super::{
     AgentConfig, AuthConfig, AuthMethod, Config, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_CONCURRENCY,
-    DEFAULT_DEADLINE, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER, LogFormat,
-    SecretKind, SecretSpec, TlsConfig, VaultRef,
+    DEFAULT_DEADLINE, DEFAULT_EXEC_SIGNAL, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER,
+    DEFAULT_STOP_TIMEOUT, EXEC_SIGNALS, EnvVar, ExecConfig, LogFormat, OnChange, SecretKind,
+    SecretSpec, TlsConfig, VaultRef,
 };
 
 /// Upper bound of `[agent] concurrency`. Key Vault throttles at 4000
@@ -62,7 +67,11 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         declared: raw.vault.is_some(),
     };
     let secrets = secrets(&raw, &default_vault, &auth, p);
-    let files = super::files::resolve_files(&raw, &agent, &base_dir, &secrets, p);
+    let selections = super::selections::resolve_selections(&raw, &default_vault, &auth, p);
+    let (files, fanouts) =
+        super::files::resolve_files(&raw, &agent, &base_dir, &secrets, &selections, p);
+    let env = env(&raw.env, p);
+    let exec = exec(&raw.exec, p);
     if !p.0.is_empty() {
         return None;
     }
@@ -89,7 +98,11 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         auth,
         tls,
         secrets,
+        selections,
         files,
+        env,
+        exec,
+        fanouts,
     })
 }
 
@@ -191,6 +204,88 @@ fn agent(raw: &RawAgent, base_dir: &Path, p: &mut Problems) -> AgentConfig {
             DEFAULT_CERT_EXPIRY_WARNING,
             p,
         ),
+        keep_going: raw.keep_going.as_ref().is_some_and(|v| *v.get_ref()),
+        once_wait: raw
+            .once_wait
+            .as_ref()
+            .map(|_| duration(&raw.once_wait, "agent.once_wait", Duration::ZERO, p)),
+        allow_remote_sync: raw.allow_remote_sync.as_ref().is_some_and(|v| *v.get_ref()),
+    }
+}
+
+/// An environment variable name: letters, digits and `_`, not starting
+/// with a digit (POSIX "portable" names; also safe on Windows).
+fn is_env_name(s: &str) -> bool {
+    is_identifier(s)
+}
+
+fn env(raw: &[RawEnvVar], p: &mut Problems) -> Vec<EnvVar> {
+    let mut out: Vec<EnvVar> = Vec::with_capacity(raw.len());
+    for v in raw {
+        let name = v.name.get_ref();
+        if !is_env_name(name) {
+            p.at(
+                &v.name,
+                format!("env.{name}"),
+                "an environment variable name: letters, digits and _, not starting with a digit",
+            );
+            continue;
+        }
+        out.push(EnvVar {
+            name: name.clone(),
+            template: v.template.get_ref().clone(),
+        });
+    }
+    out
+}
+
+fn exec(raw: &RawExec, p: &mut Problems) -> ExecConfig {
+    let on_change = match raw.on_change.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "restart")) => OnChange::Restart,
+        Some((_, "signal")) if cfg!(unix) => OnChange::Signal,
+        Some((v, "signal")) => {
+            p.at(
+                v,
+                "exec.on_change",
+                "\"signal\" is not available on this platform; use \"restart\"",
+            );
+            OnChange::Restart
+        }
+        Some((v, _)) => {
+            p.at(v, "exec.on_change", "expected \"restart\" or \"signal\"");
+            OnChange::Restart
+        }
+    };
+    let signal = match &raw.signal {
+        None => DEFAULT_EXEC_SIGNAL.to_owned(),
+        Some(v) => {
+            let name = v.get_ref().trim().to_ascii_uppercase();
+            let name = if name.starts_with("SIG") {
+                name
+            } else {
+                format!("SIG{name}")
+            };
+            if EXEC_SIGNALS.contains(&name.as_str()) {
+                name
+            } else {
+                p.at(
+                    v,
+                    "exec.signal",
+                    format!("expected one of {}", EXEC_SIGNALS.join(", ")),
+                );
+                DEFAULT_EXEC_SIGNAL.to_owned()
+            }
+        }
+    };
+    ExecConfig {
+        on_change,
+        signal,
+        stop_timeout: duration(
+            &raw.stop_timeout,
+            "exec.stop_timeout",
+            DEFAULT_STOP_TIMEOUT,
+            p,
+        ),
     }
 }
 
@@ -236,49 +331,6 @@ fn concurrency(v: &Option<Spanned<i64>>, p: &mut Problems) -> usize {
             DEFAULT_CONCURRENCY
         }
     }
-}
-
-/// `url` names a host and nothing more: no credentials, path, query or
-/// fragment.
-pub(super) fn bare_origin(url: &Url) -> bool {
-    url.host_str().is_some_and(|h| !h.is_empty())
-        && url.username().is_empty()
-        && url.password().is_none()
-        && url.query().is_none()
-        && url.fragment().is_none()
-        && url.path() == "/"
-}
-
-/// An `https://` URL naming a host, without credentials, query or fragment.
-pub fn https_url(v: &Spanned<String>, key: &str, p: &mut Problems) -> Option<Url> {
-    let expected = "expected an https:// URL such as \"https://myvault.vault.azure.net\"";
-    let url = match Url::parse(v.get_ref().trim()) {
-        Ok(u) => u,
-        Err(e) => {
-            p.at(v, key, format!("{expected} ({e})"));
-            return None;
-        }
-    };
-    if url.scheme() != "https" {
-        p.at(
-            v,
-            key,
-            format!(
-                "{expected}; the scheme {}:// would expose tokens and secrets",
-                url.scheme()
-            ),
-        );
-        return None;
-    }
-    if !bare_origin(&url) {
-        p.at(
-            v,
-            key,
-            format!("{expected}, with no path, query, fragment or credentials"),
-        );
-        return None;
-    }
-    Some(url)
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -437,42 +489,19 @@ fn tls(raw: &RawTls, base_dir: &Path) -> TlsConfig {
     }
 }
 
-/// A token is sent only to a host whose audience is known (SPEC.md).
-fn check_audience(
-    vault: &Url,
-    raw: &Spanned<String>,
-    key: &str,
-    auth: &AuthConfig,
-    p: &mut Problems,
-) {
-    if crate::identity::audience::for_vault(vault, auth.audience.as_deref()).is_none() {
-        let known: Vec<&str> = crate::identity::audience::KNOWN_SUFFIXES
-            .iter()
-            .map(|(s, _)| *s)
-            .collect();
-        p.at(
-            raw,
-            key,
-            format!(
-                "{} is not a known Key Vault host (*{}); set [auth] audience to the token audience it expects",
-                vault.host_str().unwrap_or_default(),
-                known.join(", *")
-            ),
-        );
-    }
-}
-
 /// A vault URL, or a template over instance metadata (checked with a
-/// sample substitution; resolved each round).
-fn vault_ref(
+/// sample substitution; resolved each round). The rules and messages are
+/// [`crate::vault::address`]'s.
+pub(super) fn vault_ref(
     v: &Spanned<String>,
     key: &str,
     auth: &AuthConfig,
     p: &mut Problems,
 ) -> Option<VaultRef> {
     let text = v.get_ref().trim();
-    if super::vault_ref::is_template(text) {
-        return match super::vault_ref::check_template(text, auth.audience.as_deref()) {
+    let audience = auth.audience.as_deref();
+    if vault_url::is_template(text) {
+        return match vault_url::check_template(text, audience) {
             Ok(()) => Some(VaultRef::Template(text.to_owned())),
             Err(e) => {
                 p.at(v, key, format!("invalid vault template: {e}"));
@@ -480,18 +509,22 @@ fn vault_ref(
             }
         };
     }
-    let url = https_url(v, key, p)?;
-    check_audience(&url, v, key, auth, p);
-    Some(VaultRef::Url(url))
+    match VaultUrl::parse(text, audience) {
+        Ok(url) => Some(VaultRef::Url(url.into_url())),
+        Err(e) => {
+            p.at(v, key, e.to_string());
+            None
+        }
+    }
 }
 
-struct DefaultVault {
-    url: Option<VaultRef>,
+pub(super) struct DefaultVault {
+    pub(super) url: Option<VaultRef>,
     /// `vault` was written (even if invalid: then don't report twice).
-    declared: bool,
+    pub(super) declared: bool,
 }
 
-fn is_identifier(s: &str) -> bool {
+pub(super) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars
         .next()
@@ -527,16 +560,42 @@ fn secret(
     p: &mut Problems,
 ) -> Option<SecretSpec> {
     let raw = &entry.secret;
-    let (name, version, vault, kind, include_root) = match raw {
-        RawSecret::Name(n) => (Some(n), None, None, None, None),
+    let (name, version, vault, kind, include_root, public_only) = match raw {
+        RawSecret::Name(n) => (Some(n), None, None, None, None, None),
         RawSecret::Table(t) => (
             t.name.as_ref(),
             t.version.as_ref(),
             t.vault.as_ref(),
             t.kind.as_ref(),
             t.include_root.as_ref(),
+            t.public_only.as_ref(),
         ),
     };
+    let version = version.and_then(|v| object_version(v, &format!("{key}.version"), p));
+    let kind = secret_kind(kind, key, p);
+    let (optional, fallback) = match raw {
+        RawSecret::Name(_) => (false, None),
+        RawSecret::Table(t) => (
+            t.optional.as_ref().is_some_and(|v| *v.get_ref()),
+            t.default.as_ref(),
+        ),
+    };
+    if let (true, SecretKind::Certificate, RawSecret::Table(t)) = (optional, kind, raw)
+        && let Some(v) = &t.optional
+    {
+        p.at(
+            v,
+            format!("{key}.optional"),
+            "optional applies only to type = \"secret\" (a certificate has no default)",
+        );
+    }
+    if let (false, Some(d)) = (optional, fallback) {
+        p.at(
+            d,
+            format!("{key}.default"),
+            "default applies only to optional secrets: add optional = true, or remove it",
+        );
+    }
     let name = match name {
         None => {
             p.at(
@@ -551,8 +610,6 @@ fn secret(
             object_name(n, &format!("{key}.name"), short, p)
         }
     };
-    let version = version.and_then(|v| object_version(v, &format!("{key}.version"), p));
-    let kind = secret_kind(kind, key, p);
     if let Some(v) = include_root
         && kind != SecretKind::Certificate
     {
@@ -560,6 +617,22 @@ fn secret(
             v,
             format!("{key}.include_root"),
             "include_root applies only to certificates: add type = \"certificate\", or remove it",
+        );
+    }
+    if let Some(v) = public_only
+        && kind != SecretKind::Certificate
+    {
+        p.at(
+            v,
+            format!("{key}.public_only"),
+            "public_only applies only to certificates (type = \"certificate\"): it reads the certificate without its private key",
+        );
+    }
+    if let (Some(v), true) = (include_root, public_only.is_some_and(|v| *v.get_ref())) {
+        p.at(
+            v,
+            format!("{key}.include_root"),
+            "include_root needs the certificate's chain, which public_only certificates do not have (GET /certificates returns the leaf only)",
         );
     }
     let vault = match vault {
@@ -577,6 +650,9 @@ fn secret(
         vault: vault?,
         kind,
         include_root: include_root.is_some_and(|v| *v.get_ref()),
+        optional,
+        default: fallback.map(|d| d.get_ref().clone()).unwrap_or_default(),
+        public_only: public_only.is_some_and(|v| *v.get_ref()),
     })
 }
 
@@ -584,11 +660,12 @@ fn secret_kind(kind: Option<&Spanned<String>>, key: &str, p: &mut Problems) -> S
     match kind.map(|k| (k, k.get_ref().as_str())) {
         None | Some((_, "secret")) => SecretKind::Secret,
         Some((_, "certificate")) => SecretKind::Certificate,
+        Some((_, "key")) => SecretKind::Key,
         Some((k, _)) => {
             p.at(
                 k,
                 format!("{key}.type"),
-                "expected \"secret\" or \"certificate\"",
+                "expected \"secret\", \"certificate\" or \"key\"",
             );
             SecretKind::Secret
         }

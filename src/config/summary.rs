@@ -43,7 +43,9 @@ fn write_summary(out: &mut String, c: &Config) -> std::fmt::Result {
     for s in c.secrets.values() {
         let kind = match s.kind {
             SecretKind::Secret => "secret",
+            SecretKind::Certificate if s.public_only => "certificate (public only)",
             SecretKind::Certificate => "certificate",
+            SecretKind::Key => "key",
         };
         let version = s.version.as_deref().unwrap_or("latest");
         writeln!(
@@ -51,6 +53,32 @@ fn write_summary(out: &mut String, c: &Config) -> std::fmt::Result {
             "  {} = {kind} {} ({version}) in {}",
             s.alias, s.name, s.vault
         )?;
+    }
+    if !c.selections.is_empty() {
+        writeln!(out, "selections ({}):", c.selections.len())?;
+        for s in c.selections.values() {
+            let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(
+                out,
+                "  {} = prefix {:?}, tags [{}]{} in {}",
+                s.alias,
+                s.prefix,
+                tags.join(", "),
+                if s.strip_prefix {
+                    ", prefix stripped"
+                } else {
+                    ""
+                },
+                s.vault
+            )?;
+        }
+    }
+    for f in &c.fanouts {
+        let what = match &f.source {
+            crate::config::FanoutSource::Selection { alias, .. } => format!("selection {alias}"),
+            crate::config::FanoutSource::Ccs { alias, .. } => format!("ccs of {alias}"),
+        };
+        writeln!(out, "  directory {} <- {what}", f.dir.display())?;
     }
     writeln!(out, "files ({}):", c.files.len())?;
     for f in &c.files {

@@ -11,7 +11,6 @@
 
 pub mod arc;
 pub mod arc_peer;
-pub mod audience;
 pub mod auto;
 pub mod cache;
 pub mod challenge;

@@ -127,6 +127,11 @@ impl Needles {
         for b in ctx.secrets.values() {
             add_forms(&mut v, b.value.expose_secret());
         }
+        for list in ctx.selected.values() {
+            for s in list {
+                add_forms(&mut v, s.bundle.value.expose_secret());
+            }
+        }
         for c in ctx.certs.values() {
             add_forms(&mut v, c.key_pem.expose_secret());
             add_forms(&mut v, c.pfx_base64.expose_secret());

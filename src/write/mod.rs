@@ -258,6 +258,7 @@ impl Staged {
         }
     }
 
+    #[cfg(test)]
     pub fn change(&self) -> Change {
         self.change
     }

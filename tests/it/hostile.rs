@@ -164,18 +164,10 @@ fn a_directory_swapped_during_creation_never_redirects_the_write() {
     };
     let (mut ok, mut refused) = (0, 0);
     for i in 0..300 {
-        let target = kvsync::write::Target {
-            path: app.join(format!("conf/d{i}/sub/f")),
-            mode: 0o600,
-            uid: None,
-            gid: None,
-            dir_mode: 0o755,
-            follow_symlinks: false,
-        };
-        match kvsync::write::apply(&target, CANARY.as_bytes()) {
+        let path = app.join(format!("conf/d{i}/sub/f"));
+        match kvsync::fuzzing::write_file(&path, CANARY.as_bytes()) {
             Ok(_) => ok += 1,
             Err(e) => {
-                let e = e.to_string();
                 assert!(e.contains("/app/conf") || e.contains("/app/alt"), "{e}");
                 refused += 1;
             }
