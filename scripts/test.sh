@@ -51,6 +51,10 @@ step "cargo test"
 # KVSYNC_E2E_REQUIRED=0 ./scripts/test.sh lets them skip.
 KVSYNC_E2E_REQUIRED="${KVSYNC_E2E_REQUIRED:-1}" cargo test --workspace
 
+step "bounded fuzz run (fuzz/, ${KVSYNC_FUZZ_SECONDS:-20} s per target)"
+# Nightly + cargo-fuzz; skipped with a message only when nightly is missing.
+./scripts/fuzz.sh "${KVSYNC_FUZZ_SECONDS:-20}"
+
 step "cargo doc (-D warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 

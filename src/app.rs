@@ -207,11 +207,10 @@ pub(crate) fn vault_client(config: &Config, env: &Env) -> Result<Arc<VaultClient
     let remote_http = crate::http::vault_client(env, config.tls.ca_file.as_deref())?;
     let source = crate::identity::select(&config.auth, env, metadata_http, remote_http.clone())?;
     let tokens = Arc::new(TokenCache::new(source));
-    Ok(Arc::new(VaultClient::new(
-        remote_http,
-        tokens,
-        config.auth.audience.clone(),
-    )))
+    Ok(Arc::new(
+        VaultClient::new(remote_http, tokens, config.auth.audience.clone())
+            .with_audience_hosts(config.auth.audience_hosts.clone()),
+    ))
 }
 
 /// Config + templates + clients → a ready [`Engine`] (the agent's reload

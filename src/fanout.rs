@@ -179,6 +179,8 @@ fn target(spec: &FanoutSpec, path: PathBuf, mode: u32) -> Target {
         uid: spec.owner,
         gid: spec.group,
         dir_mode: spec.dir_mode,
+        // Fan-out directories are walked strictly (no symlinked ancestor).
+        follow_symlinks: false,
     }
 }
 

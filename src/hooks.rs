@@ -150,7 +150,37 @@ async fn run_with_env(
     }
 }
 
-/// `sh -c command` in its own process group, stdin null, output piped.
+/// Variables a hook inherits from kvsync's environment; everything else
+/// (proxy credentials, cloud tokens, ...) is dropped.
+pub const HOOK_ENV_KEPT: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "NOTIFY_SOCKET"];
+/// Comma-separated names of further variables to pass to hooks (set in
+/// kvsync's environment, e.g. the unit's `Environment=`).
+pub const HOOK_ENV_PASSTHROUGH: &str = "KVSYNC_HOOK_ENV";
+
+/// The environment a hook starts with: [`HOOK_ENV_KEPT`], every
+/// `KVSYNC_*` variable and the names listed in [`HOOK_ENV_PASSTHROUGH`].
+pub fn hook_environment() -> Vec<(OsString, OsString)> {
+    let extra: Vec<String> = std::env::var(HOOK_ENV_PASSTHROUGH)
+        .map(|v| {
+            v.split(',')
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            k.to_str().is_some_and(|k| {
+                HOOK_ENV_KEPT.contains(&k)
+                    || k.starts_with("KVSYNC_")
+                    || extra.iter().any(|e| e == k)
+            })
+        })
+        .collect()
+}
+
+/// `sh -c command` in its own process group, stdin null, output piped,
+/// with a minimal environment ([`hook_environment`]).
 fn spawn(
     command: &str,
     changed: &[PathBuf],
@@ -159,6 +189,8 @@ fn spawn(
     tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
+        .env_clear()
+        .envs(hook_environment())
         .env(CHANGED_ENV, changed_env(changed))
         .envs(env.iter().copied())
         .stdin(Stdio::null())

@@ -60,6 +60,9 @@ pub mod config;
 pub mod env;
 pub mod exec;
 pub mod fanout;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod hardening;
 pub(crate) mod hooks;
 pub mod http;
 pub mod identity;

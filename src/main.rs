@@ -10,6 +10,8 @@ use kvsync::cli::Cli;
 use kvsync::env::Env;
 
 fn main() -> ExitCode {
+    // Before anything holds a secret: no core dumps, no same-user ptrace.
+    kvsync::hardening::no_core_dumps();
     // reqwest is built without a default crypto provider: install ring's
     // once for the process (our clients also pass it explicitly).
     let _ = rustls::crypto::ring::default_provider().install_default();

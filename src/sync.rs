@@ -257,6 +257,7 @@ impl Engine {
             uid: spec.owner,
             gid: spec.group,
             dir_mode: spec.dir_mode,
+            follow_symlinks: spec.follow_symlinks,
         }
     }
 }

@@ -114,6 +114,13 @@ pub async fn run_with(
     exec: Option<Supervisor>,
 ) -> Result<u8, AppError> {
     let config = engine.config().clone();
+    // Temp files a killed predecessor left next to the destinations.
+    for index in 0..config.files.len() {
+        let removed = crate::write::sweep_stale_temps(&engine.target(index));
+        if removed > 0 {
+            tracing::info!(path = %config.files[index].path.display(), removed, "removed stale temp files");
+        }
+    }
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.agent.interval));
     let on_demand =
@@ -137,16 +144,10 @@ pub async fn run_with(
         None => None,
     };
     let notifier = Notifier::from_env(env);
-    let _watchdog = notifier.watchdog_period().map(|period| {
-        let n = Notifier::from_env(env);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
-                n.watchdog();
-            }
-        })
-    });
+    // The watchdog is pinged from this loop only (after each round and while
+    // waiting for the next), never by an independent task: a hung round
+    // stops the pings and systemd's WatchdogSec= restarts the agent. Set it
+    // above [agent] deadline plus the hooks' time.
     let mut agent = Agent {
         path: path.to_path_buf(),
         env: env.clone(),
@@ -191,6 +192,9 @@ pub async fn run_with(
             .on_demand
             .finish(on_demand::Summary::of(agent.rounds, &outcome));
         delay = Some(agent.after_round(&outcome));
+        if agent.notifier.watchdog_period().is_some() {
+            agent.notifier.watchdog();
+        }
         agent.token_metrics().await;
         if let Some(exec) = agent.exec.as_mut()
             && !outcome.interrupted
@@ -262,7 +266,10 @@ impl Agent {
             self.notifier.status("in sync");
         } else {
             self.metrics.round("failed");
-            self.health.failure(state.clone());
+            self.health.failure(
+                outcome.failures.iter().map(|f| f.kind().as_str()),
+                state.clone(),
+            );
             if state != self.last_state {
                 for failure in &outcome.failures {
                     tracing::error!(kind = failure.kind().as_str(), "{failure}");
@@ -309,16 +316,27 @@ impl Agent {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = &mut sleep => Wake::Timer,
-            Some(()) = triggers.reload.recv() => Wake::Reload("SIGHUP"),
-            _ = watcher => Wake::Reload("config or template edited"),
-            _ = triggers.stop.wait_for(|s| *s) => Wake::Stop,
-            () = self.on_demand.requested() => {
-                tracing::info!("round requested (POST /sync)");
-                Wake::OnDemand
+        tokio::pin!(watcher);
+        tokio::pin!(child);
+        let period = self.notifier.watchdog_period();
+        let mut tick =
+            tokio::time::interval(period.unwrap_or(std::time::Duration::from_secs(3600)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Bounded: each pass either returns or waits one watchdog period,
+        // and `sleep` ends the loop after `delay`.
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return Wake::Timer,
+                Some(()) = triggers.reload.recv() => return Wake::Reload("SIGHUP"),
+                _ = &mut watcher => return Wake::Reload("config or template edited"),
+                _ = triggers.stop.wait_for(|s| *s) => return Wake::Stop,
+                () = self.on_demand.requested() => {
+                    tracing::info!("round requested (POST /sync)");
+                    return Wake::OnDemand;
+                }
+                code = &mut child => return Wake::ChildExited(code),
+                _ = tick.tick(), if period.is_some() => self.notifier.watchdog(),
             }
-            code = child => Wake::ChildExited(code),
         }
     }
 

@@ -197,6 +197,7 @@ impl FileCx<'_> {
             verify,
             rollback: f.rollback.as_ref().is_some_and(|v| *v.get_ref()),
             decode: decode.ok()?,
+            follow_symlinks: f.follow_symlinks.as_ref().is_some_and(|v| *v.get_ref()),
         }))
     }
 

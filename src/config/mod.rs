@@ -9,10 +9,11 @@ pub mod raw;
 mod resolve;
 mod selections;
 mod summary;
+pub mod trust;
 mod vault_ref;
 
 pub use files::parse_mode;
-pub use resolve::MAX_CONCURRENCY;
+pub use resolve::{MAX_CONCURRENCY, host_port};
 pub use selections::matches as selection_matches;
 pub use summary::summary;
 pub use vault_ref::VaultRef;
@@ -181,6 +182,14 @@ pub struct AuthConfig {
     /// agent's token directory in the challenge-path check. Documented as
     /// test-only; never set it on a real host.
     pub test_arc_token_dir: Option<PathBuf>,
+    /// `[auth] arc_agent_user`: the user the Arc agent (himds) runs as;
+    /// listeners of root or this user may receive the challenge key
+    /// (default `himds`).
+    pub arc_agent_user: Option<String>,
+    /// Vault hosts (`host` or `host:port`) that may receive a token for the
+    /// explicit `audience`: the hosts of the literal vault URLs of the
+    /// config plus `[auth] audience_hosts`.
+    pub audience_hosts: Vec<String>,
 }
 
 /// How `[auth]` selects a user-assigned identity.
@@ -216,6 +225,8 @@ impl AuthConfig {
             authority_host: None,
             audience: None,
             test_arc_token_dir: None,
+            arc_agent_user: None,
+            audience_hosts: Vec::new(),
         }
     }
 }
@@ -348,6 +359,10 @@ pub struct FileSpec {
     /// Restore the previous files of the hook group if its `on_change`
     /// fails (every member of the group agrees).
     pub rollback: bool,
+    /// Follow symlinks in the directories of `path` and skip the check of
+    /// who may write to them (trusts every owner of that path; default
+    /// false: a symlinked or foreign-writable ancestor is refused).
+    pub follow_symlinks: bool,
     /// `secret = alias` with `format = "raw"`: write the decoded bytes.
     pub decode: Option<Decode>,
 }
@@ -399,21 +414,42 @@ impl std::fmt::Display for ConfigError {
 }
 
 /// Read and resolve a config file. The path is made absolute first (it is
-/// the base of relative paths and appears in every diagnostic).
+/// the base of relative paths and appears in every diagnostic). As root,
+/// the file, its templates and the templates directory must be owned by
+/// root and writable by nobody else ([`trust`]).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    match std::fs::read_to_string(&abs) {
-        Ok(text) => parse(&text, &abs),
-        Err(e) => Err(ConfigError {
-            diagnostics: vec![Diagnostic {
-                file: abs,
-                line: None,
-                column: None,
-                key: "-".to_owned(),
-                message: format!("cannot read the config file: {e}"),
-            }],
-        }),
+    let strict = trust::required();
+    let read_error = |e: std::io::Error| ConfigError {
+        diagnostics: vec![Diagnostic {
+            file: abs.clone(),
+            line: None,
+            column: None,
+            key: "-".to_owned(),
+            message: format!("cannot read the config file: {e}"),
+        }],
+    };
+    // One descriptor for the check and the read: what is checked is what
+    // is parsed.
+    let mut file = std::fs::File::open(&abs).map_err(read_error)?;
+    if strict {
+        let meta = file.metadata().map_err(read_error)?;
+        if let Some(d) = trust::check_meta(&abs, &meta, "config file") {
+            return Err(ConfigError {
+                diagnostics: vec![d],
+            });
+        }
     }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(read_error)?;
+    let config = parse(&text, &abs)?;
+    if strict {
+        let diagnostics = trust::check_templates(&config);
+        if !diagnostics.is_empty() {
+            return Err(ConfigError { diagnostics });
+        }
+    }
+    Ok(config)
 }
 
 /// Resolve config text; `path` is used for messages and relative paths

@@ -103,6 +103,8 @@ pub struct RawAuth {
     /// TEST ONLY (see docs/CONFIG.md): replaces the Arc agent's token
     /// directory in the challenge-file check.
     pub insecure_test_arc_token_dir: Option<Spanned<String>>,
+    pub arc_agent_user: Option<Spanned<String>>,
+    pub audience_hosts: Option<Spanned<Vec<String>>>,
 }
 
 /// `[tls]`
@@ -173,6 +175,7 @@ pub struct RawFile {
     pub pfx_legacy: Option<Spanned<bool>>,
     pub verify: Option<Spanned<String>>,
     pub rollback: Option<Spanned<bool>>,
+    pub follow_symlinks: Option<Spanned<bool>>,
     pub selection: Option<Spanned<String>>,
     pub decode: Option<Spanned<String>>,
     pub ccs: Option<Spanned<bool>>,

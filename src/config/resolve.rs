@@ -56,7 +56,7 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
     let agent = agent(&raw.agent, &base_dir, p);
-    let auth = auth(&raw.auth, &base_dir, p);
+    let mut auth = auth(&raw.auth, &base_dir, p);
     let tls = tls(&raw.tls, &base_dir);
     let vault = raw
         .vault
@@ -75,6 +75,21 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
     if !p.0.is_empty() {
         return None;
     }
+    // The explicit audience goes only to hosts the operator named: the
+    // literal vault URLs of this file plus [auth] audience_hosts (never a
+    // host chosen by a template over instance metadata or tags).
+    if auth.audience.is_some() {
+        let literal = vault.iter().chain(secrets.values().map(|s| &s.vault));
+        for v in literal {
+            if let VaultRef::Url(url) = v
+                && let Some(host) = host_port(url)
+            {
+                auth.audience_hosts.push(host);
+            }
+        }
+        auth.audience_hosts.sort();
+        auth.audience_hosts.dedup();
+    }
     Some(Config {
         source: source.to_path_buf(),
         base_dir,
@@ -88,6 +103,16 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         env,
         exec,
         fanouts,
+    })
+}
+
+/// `host` or `host:port` (lowercase) of a vault URL, as `audience_hosts`
+/// lists them.
+pub fn host_port(url: &Url) -> Option<String> {
+    let host = url.host_str()?.to_ascii_lowercase();
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
     })
 }
 
@@ -439,6 +464,17 @@ fn auth(raw: &RawAuth, base_dir: &Path, p: &mut Problems) -> AuthConfig {
             .insecure_test_arc_token_dir
             .as_ref()
             .map(|d| absolutize(base_dir, d.get_ref())),
+        arc_agent_user: non_empty(&raw.arc_agent_user, "auth.arc_agent_user", p),
+        audience_hosts: raw
+            .audience_hosts
+            .as_ref()
+            .map(|h| {
+                h.get_ref()
+                    .iter()
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -29,7 +29,7 @@
 
 mod decode;
 pub mod filters;
-mod redact;
+pub(crate) mod redact;
 pub mod refs;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -541,7 +541,9 @@ fn render_error(e: &Entry, err: &tera::Error, source: &str, ctx: &Context) -> Re
         _ => (None, err.to_string()),
     };
     let needles = redact::Needles::from_context(ctx);
-    let message = needles.scrub(&redact::sanitize(&raw, source));
+    // Scrub first: a secret containing a quote character would otherwise
+    // be split by the sanitizer's quoting and leak a fragment.
+    let message = redact::sanitize(&needles.scrub(&raw), source);
     e.error(line, message)
 }
 

@@ -183,6 +183,9 @@ pub struct VaultClient {
     tokens: Arc<TokenCache>,
     /// Explicit audience for non-standard hosts (`[auth] audience`).
     explicit_audience: Option<String>,
+    /// Hosts allowed to receive a token for `explicit_audience` (`None`:
+    /// every host, for clients built without a config).
+    audience_hosts: Option<Vec<String>>,
     retry: RetryPolicy,
 }
 
@@ -196,6 +199,7 @@ impl VaultClient {
             http,
             tokens,
             explicit_audience,
+            audience_hosts: None,
             retry: RetryPolicy::vault(),
         }
     }
@@ -206,15 +210,24 @@ impl VaultClient {
         self
     }
 
+    /// Send a token for the explicit audience only to these hosts
+    /// (`host` or `host:port`; [`crate::config::AuthConfig::audience_hosts`]).
+    pub fn with_audience_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.audience_hosts = Some(hosts);
+        self
+    }
+
     pub fn tokens(&self) -> &Arc<TokenCache> {
         &self.tokens
     }
 
     fn audience(&self, vault: &Url) -> Result<String, VaultError> {
-        self::address::audience_for(vault, self.explicit_audience.as_deref()).ok_or_else(|| {
-            VaultError::UnknownAudience {
-                vault: vault_label(vault),
-            }
+        let allowed = self.audience_hosts.as_ref().is_none_or(|hosts| {
+            crate::config::host_port(vault).is_some_and(|h| hosts.contains(&h))
+        });
+        let explicit = self.explicit_audience.as_deref().filter(|_| allowed);
+        self::address::audience_for(vault, explicit).ok_or_else(|| VaultError::UnknownAudience {
+            vault: vault_label(vault),
         })
     }
 

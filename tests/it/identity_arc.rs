@@ -352,6 +352,7 @@ mod emulator {
             authority_host: None,
             audience: None,
             test_arc_token_dir: Some(emu.token_dir().to_owned()),
+            ..AuthConfig::with_method(AuthMethod::Arc)
         };
         let env = Env::empty().with("IDENTITY_ENDPOINT", emu.himds_token_endpoint());
         ArcSource::from_config(&auth, &env, kvsync::http::metadata_client().unwrap())

@@ -19,11 +19,13 @@ mod docs;
 mod e2e_servers;
 #[cfg(unix)]
 mod exec;
+mod hostile;
 mod identity_arc;
 mod identity_e2e;
 mod identity_sources;
 mod once;
 mod outside_values;
+mod parsers;
 mod render_golden;
 mod round;
 mod select_publish;

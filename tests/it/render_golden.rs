@@ -108,6 +108,7 @@ fn file(dest: &str, source: FileSource) -> FileSpec {
         pfx_legacy: false,
         verify: None,
         rollback: false,
+        follow_symlinks: false,
         decode: None,
     }
 }
