@@ -126,14 +126,15 @@ impl HookQueue {
     }
 }
 
-/// Distinct `on_change` commands in config order (first appearance).
+/// Distinct `on_change` commands in config order (first appearance; the
+/// fan-out directories' after the single files').
 fn hook_order(config: &Config) -> Vec<&Hook> {
     let mut out: Vec<&Hook> = Vec::new();
-    for file in &config.files {
-        if let Some(c) = file.on_change.as_ref() {
-            if !out.contains(&c) {
-                out.push(c);
-            }
+    let commands = config.files.iter().map(|f| f.on_change.as_ref());
+    let fanouts = config.fanouts.iter().map(|f| f.on_change.as_ref());
+    for c in commands.chain(fanouts).flatten() {
+        if !out.contains(&c) {
+            out.push(c);
         }
     }
     out
@@ -148,6 +149,8 @@ pub struct RoundState {
     /// Thumbprints already warned about (expiry): warned once per
     /// certificate version, not every round; the metric stays current.
     pub(crate) expiry_warned: Mutex<BTreeSet<String>>,
+    /// Bundles of selected secrets (`[selections]`).
+    pub(crate) select: super::select::SelectionCache,
     pub hooks: HookQueue,
 }
 
@@ -184,6 +187,9 @@ pub struct Outcome {
     pub secret_expiries: Vec<(String, i64)>,
     /// The fetched secrets and certificates ([`Scope::Fetch`] only).
     pub context: Option<render::Context>,
+    /// The rendered `[env]` (`kvsync exec`), when the config has one and
+    /// it rendered this round. Secret: never log it.
+    pub env: Option<crate::exec::EnvValues>,
 }
 
 impl Outcome {
@@ -252,6 +258,22 @@ struct Prepared {
     /// Staged (or, in a plan, rendered) groups ready to commit.
     ready: Vec<(HookGroup, Vec<StagedFile>)>,
     planned: Vec<FileOutcome>,
+    /// Fan-out directories rendered this round ([`crate::fanout`]).
+    fanouts: Vec<crate::fanout::Plan>,
+}
+
+/// A fan-out directory's files as outcomes (a removal counts as `Updated`).
+fn fanout_outcomes(applied: crate::fanout::Applied) -> Vec<FileOutcome> {
+    let removed = applied.removed.into_iter().map(|path| FileOutcome {
+        path,
+        change: Change::Updated,
+    });
+    applied
+        .written
+        .into_iter()
+        .map(|(path, change)| FileOutcome { path, change })
+        .chain(removed)
+        .collect()
 }
 
 /// Resolves when `stop` turns true; never when its sender is gone.
@@ -300,6 +322,10 @@ impl Engine {
             &mut backups,
             &mut outcome,
         );
+        // All or nothing: a failed commit stops the round's writes here.
+        if options.policy == Policy::PerGroup || outcome.failures.is_empty() {
+            self.write_fanouts(&prepared.fanouts, state, &mut outcome);
+        }
         self.run_hooks(state, &mut backups, &mut outcome).await;
         outcome
     }
@@ -314,7 +340,9 @@ impl Engine {
         outcome: &mut Outcome,
     ) -> Option<Prepared> {
         let all_or_nothing = options.policy == Policy::AllOrNothing;
-        let (mut ctx, fetch_errors) = self.fetch(&state.changes).await;
+        let (mut ctx, mut fetch_errors) = self.fetch(&state.changes).await;
+        self.fetch_extras(&mut ctx, &mut fetch_errors, &state.select)
+            .await;
         outcome.failures.extend(fetch_errors);
         if all_or_nothing && !outcome.failures.is_empty() {
             return None;
@@ -335,6 +363,14 @@ impl Engine {
         }
         let groups = hook_groups(self.config());
         let prepared = self.renderer.prepare(&ctx);
+        if self.renderer.has_env() {
+            match self.renderer.render_env(&ctx, &prepared) {
+                Ok(env) => outcome.env = Some(env),
+                Err(errors) => outcome
+                    .failures
+                    .extend(errors.into_iter().map(SyncError::Render)),
+            }
+        }
         let mut rendered: Vec<Option<SecretBytes>> = Vec::with_capacity(self.config().files.len());
         let mut render_failed = vec![false; groups.len()];
         let mut render_errors = Vec::new();
@@ -351,6 +387,10 @@ impl Engine {
             }
         }
         self.fail_groups(&groups, render_errors, options.policy, outcome);
+        let (fanouts, fanout_errors) = crate::fanout::plan_all(self.config(), &ctx);
+        outcome
+            .failures
+            .extend(fanout_errors.into_iter().map(SyncError::Fanout));
         if all_or_nothing && !outcome.failures.is_empty() {
             return None;
         }
@@ -361,9 +401,12 @@ impl Engine {
             by_file[index] = bytes;
         }
         if options.scope == Scope::Plan {
+            let mut planned = self.plan(&by_file, outcome);
+            planned.extend(self.plan_fanouts(&fanouts, outcome));
             return Some(Prepared {
                 ready: Vec::new(),
-                planned: self.plan(&by_file, outcome),
+                planned,
+                fanouts: Vec::new(),
             });
         }
         let ok_groups: Vec<(usize, HookGroup)> = groups
@@ -409,7 +452,53 @@ impl Engine {
         Some(Prepared {
             ready,
             planned: Vec::new(),
+            fanouts,
         })
+    }
+
+    /// What writing each fan-out directory would do (`--dry-run`); a file
+    /// that left its selection shows as changed.
+    fn plan_fanouts(
+        &self,
+        plans: &[crate::fanout::Plan],
+        outcome: &mut Outcome,
+    ) -> Vec<FileOutcome> {
+        let mut files = Vec::new();
+        for plan in plans {
+            let Some(spec) = self.config().fanouts.get(plan.index) else {
+                continue;
+            };
+            match crate::fanout::apply(spec, plan, true) {
+                Ok(applied) => files.extend(fanout_outcomes(applied)),
+                Err(e) => outcome.failures.push(SyncError::Write(e)),
+            }
+        }
+        files
+    }
+
+    /// Write each fan-out directory on its own (after the single files,
+    /// never interrupted); queue its hook when it changed.
+    fn write_fanouts(
+        &self,
+        plans: &[crate::fanout::Plan],
+        state: &mut RoundState,
+        outcome: &mut Outcome,
+    ) {
+        for plan in plans {
+            let Some(spec) = self.config().fanouts.get(plan.index) else {
+                continue;
+            };
+            match crate::fanout::apply(spec, plan, false) {
+                Ok(applied) => {
+                    let changed = applied.changed();
+                    if let (Some(hook), false) = (&spec.on_change, changed.is_empty()) {
+                        state.hooks.push(hook, changed);
+                    }
+                    outcome.files.extend(fanout_outcomes(applied));
+                }
+                Err(e) => outcome.failures.push(SyncError::Write(e)),
+            }
+        }
     }
 
     /// Record render failures, noting the group in a per-group round.

@@ -47,6 +47,13 @@ use crate::secret::SecretBytes;
 #[derive(Clone, Debug)]
 pub struct Target {
     pub path: PathBuf,
+    /// Unix protection, ignored on Windows (kept so code shared with Unix
+    /// builds the same `Target`; the config refuses these keys here).
+    pub mode: u32,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub dir_mode: u32,
+    pub follow_symlinks: bool,
     /// The file's `acl`; empty = the default (SYSTEM, Administrators).
     pub acl: Vec<AclEntry>,
 }
@@ -56,6 +63,11 @@ impl Target {
     pub fn from_spec(spec: &FileSpec) -> Self {
         Target {
             path: spec.path.clone(),
+            mode: spec.mode,
+            uid: None,
+            gid: None,
+            dir_mode: spec.dir_mode,
+            follow_symlinks: spec.follow_symlinks,
             acl: spec.acl.clone(),
         }
     }
@@ -391,6 +403,32 @@ pub fn replace_with_retry(
     }
 }
 
+/// Remove temp files a killed run left next to `target`
+/// (`.NAME.kvsync-*.tmp`); returns how many.
+pub fn sweep_stale_temps(target: &Target) -> usize {
+    let Some(name) = target
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+    else {
+        return 0;
+    };
+    let prefix = format!(".{name}.kvsync-");
+    let Ok(entries) = std::fs::read_dir(parent_dir(&target.path)) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&prefix)
+                && n.ends_with(".tmp")
+                && e.file_type().is_ok_and(|t| t.is_file())
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// Nothing to do on Windows (the move is write-through); kept for the
 /// shared API.
 pub fn sync_parent_dir(_path: &Path) -> Result<(), WriteError> {
@@ -515,6 +553,11 @@ mod tests {
     fn target(path: PathBuf) -> Target {
         Target {
             path,
+            mode: 0o600,
+            uid: None,
+            gid: None,
+            dir_mode: 0o755,
+            follow_symlinks: false,
             acl: vec![
                 parse_entry("S-1-5-18:F").unwrap(),
                 parse_entry("S-1-5-32-545:R").unwrap(),
@@ -548,8 +591,8 @@ mod tests {
         let t = target(dir.path().join("a.pem"));
         apply(&t, b"x").unwrap();
         let other = Target {
-            path: t.path.clone(),
             acl: vec![parse_entry("S-1-5-18:F").unwrap()],
+            ..t.clone()
         };
         // Windows keeps the DACL: Metadata once, then Unchanged. Wine
         // ignores SetSecurityInfo on files (the read-back is derived from
