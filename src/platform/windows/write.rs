@@ -49,10 +49,15 @@ pub struct Target {
     pub path: PathBuf,
     /// Unix protection, ignored on Windows (kept so code shared with Unix
     /// builds the same `Target`; the config refuses these keys here).
+    #[allow(dead_code)]
     pub mode: u32,
+    #[allow(dead_code)]
     pub uid: Option<u32>,
+    #[allow(dead_code)]
     pub gid: Option<u32>,
+    #[allow(dead_code)]
     pub dir_mode: u32,
+    #[allow(dead_code)]
     pub follow_symlinks: bool,
     /// The file's `acl`; empty = the default (SYSTEM, Administrators).
     pub acl: Vec<AclEntry>,
@@ -134,6 +139,7 @@ fn open_existing(path: &Path, data: bool) -> std::io::Result<File> {
 
 /// Create a new file for tests of the DACL code: `CREATE_NEW`, with
 /// `READ_CONTROL | WRITE_DAC`.
+#[cfg(test)]
 pub fn open_for_dacl(path: &Path) -> std::io::Result<File> {
     // write(true): std checks it for create_new; access_mode sets the rights.
     OpenOptions::new()
@@ -277,6 +283,7 @@ impl Staged {
         }
     }
 
+    #[allow(dead_code)] // the Unix writer's API; unused by Windows callers
     pub fn change(&self) -> Change {
         self.change
     }
