@@ -96,7 +96,7 @@ pub fn redact(message: &str, secrets: &[&str], source: &str) -> String {
     crate::render::redact::sanitize(&needles.scrub(message), source)
 }
 
-/// Write `bytes` to `path` through [`crate::write`] (mode 0600, strict
+/// Write `bytes` to `path` through `crate::write` (mode 0600, strict
 /// directory walk): the race test of `tests/it/hostile.rs` swaps
 /// directories under it.
 pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {

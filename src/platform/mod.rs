@@ -7,11 +7,11 @@
 //! | concern | Unix | Windows |
 //! |---|---|---|
 //! | default paths | `/etc/kvsync`, `/opt/azcmagent`, `/var/opt/azcmagent/tokens` | `%ProgramData%\kvsync`, `%ProgramFiles%\AzureConnectedMachineAgent`, `%ProgramData%\AzureConnectedMachineAgent\Tokens` |
-//! | stop / reload | SIGTERM, SIGINT / SIGHUP | console Ctrl-C/Close/Shutdown; the service's Stop, Shutdown, Preshutdown / Paramchange ([`windows::service`]) |
+//! | stop / reload | SIGTERM, SIGINT / SIGHUP | console Ctrl-C/Close/Shutdown; the service's Stop, Shutdown, Preshutdown / Paramchange (`platform/windows/service.rs`) |
 //! | hooks | `sh -c`, own process group, `killpg` | `cmd.exe /D /S /C`, a Job object killed on timeout |
 //! | file protection | `mode`, `owner`, `group` | `acl` (protected DACL) |
 //! | Arc challenge file | `O_NOFOLLOW`, lstat | `FILE_FLAG_OPEN_REPARSE_POINT`, checked by handle |
-//! | service manager | systemd `sd_notify` | the SCM ([`windows::service`]) |
+//! | service manager | systemd `sd_notify` | the SCM (`platform/windows/service.rs`) |
 //!
 //! Adding a platform concern (e.g. the Windows certificate store): a module
 //! under `platform/windows/`, a Unix counterpart (or an "unsupported" error)

@@ -189,17 +189,17 @@ fn no_service() -> u8 {
     crate::app::EXIT_USAGE
 }
 
-/// See [`no_service`].
+/// Windows only: prints how to run kvsync under systemd, exit 2.
 pub fn service_install(_config: Option<&std::path::Path>, _env: &Env) -> u8 {
     no_service()
 }
 
-/// See [`no_service`].
+/// Windows only: prints how to run kvsync under systemd, exit 2.
 pub fn service_uninstall() -> u8 {
     no_service()
 }
 
-/// See [`no_service`].
+/// Windows only: prints how to run kvsync under systemd, exit 2.
 pub fn service_run(
     _config: &std::path::Path,
     _env: &Env,
