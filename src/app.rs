@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, LogFormatArg};
+use crate::cli::{Cli, Command, LogFormatArg, ServiceAction};
 use crate::commands;
 use crate::config::{Config, ConfigError, LogFormat};
 use crate::env::Env;
@@ -152,7 +152,20 @@ pub fn run(cli: Cli, env: &Env) -> Result<(), AppError> {
                 commands::exec::run(&path, env, engine, triggers, stop, command).await
             })
         }
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            service: true,
+        } => {
+            let path = config_path(config.config.as_deref(), env);
+            platform_code(crate::platform::service_run(&path, env, cli_format))
+        }
+        Command::Service { action } => platform_code(match action {
+            ServiceAction::Install { config } => {
+                crate::platform::service_install(config.config.as_deref(), env)
+            }
+            ServiceAction::Uninstall => crate::platform::service_uninstall(),
+        }),
+        Command::Run { config, .. } => {
             let path = config_path(config.config.as_deref(), env);
             with_runtime(|| async {
                 let triggers = crate::agent::signal_triggers().map_err(|source| AppError::Io {
@@ -178,7 +191,17 @@ pub(crate) fn config_path(explicit: Option<&Path>, env: &Env) -> PathBuf {
     if let Some(p) = env.var("KVSYNC_CONFIG") {
         return PathBuf::from(p);
     }
-    PathBuf::from(crate::config::DEFAULT_CONFIG_PATH)
+    crate::platform::default_config_path(env)
+}
+
+/// The exit code of a platform command (the Windows service's, which has
+/// printed or logged its own messages) as a result.
+fn platform_code(code: u8) -> Result<(), AppError> {
+    match code {
+        EXIT_OK => Ok(()),
+        // Already reported: exit with the code, print nothing more.
+        other => Err(AppError::Child(other)),
+    }
 }
 
 /// Load and check a config file.

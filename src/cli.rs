@@ -31,7 +31,8 @@ pub enum LogFormatArg {
 
 #[derive(Debug, Args)]
 pub struct ConfigArg {
-    /// Config file [default: $KVSYNC_CONFIG, else /etc/kvsync/kvsync.toml]
+    /// Config file [default: $KVSYNC_CONFIG, else /etc/kvsync/kvsync.toml;
+    /// on Windows %ProgramData%\kvsync\kvsync.toml]
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -42,6 +43,10 @@ pub enum Command {
     Run {
         #[command(flatten)]
         config: ConfigArg,
+        /// Windows: started by the service control manager (what `service
+        /// install` registers); not for use from a console
+        #[arg(long, hide = true)]
+        service: bool,
     },
     /// One sync round, then exit
     Once {
@@ -80,6 +85,12 @@ pub enum Command {
         #[arg(long)]
         online: bool,
     },
+    /// Windows: register or remove the `kvsync` service
+    #[command(hide = !cfg!(windows))]
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
     /// Show the identity in use, token claims and instance metadata (never the token)
     Whoami {
         #[command(flatten)]
@@ -88,6 +99,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Register `kvsync run` with the service control manager (automatic
+    /// delayed start, restart on failure, Event Log source); not started
+    Install {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Stop and remove the service and its Event Log source
+    Uninstall,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

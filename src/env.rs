@@ -5,12 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// Default location of the Arc agent's HIMDS binary (PROTOCOL.md §1).
-#[cfg(unix)]
-pub const ARC_AGENT_BINARY: &str = "/opt/azcmagent/bin/himds";
-#[cfg(windows)]
-pub const ARC_AGENT_BINARY: &str = r"C:\Program Files\AzureConnectedMachineAgent\himds.exe";
-
 #[derive(Clone, Debug, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
@@ -21,10 +15,14 @@ pub struct Env {
 impl Env {
     /// Snapshot of the real process environment.
     pub fn from_process() -> Self {
-        Self {
-            vars: std::env::vars().collect(),
-            arc_agent_binary: PathBuf::from(ARC_AGENT_BINARY),
-        }
+        let mut env = Self {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+            arc_agent_binary: PathBuf::new(),
+        };
+        env.arc_agent_binary = crate::platform::arc_agent_binary(&env);
+        env
     }
 
     /// An empty environment (tests): no variables, no Arc agent.
@@ -46,6 +44,15 @@ impl Env {
             .get(key)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
+    }
+
+    /// A variable whose name matches `key` ignoring ASCII case (Windows
+    /// names are case-insensitive: `ProgramData`, `PROGRAMDATA`).
+    pub fn var_ignore_case(&self, key: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(k, v)| k.eq_ignore_ascii_case(key) && !v.is_empty())
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn arc_agent_installed(&self) -> bool {

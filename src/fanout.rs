@@ -181,6 +181,9 @@ fn target(spec: &FanoutSpec, path: PathBuf, mode: u32) -> Target {
         dir_mode: spec.dir_mode,
         // Fan-out directories are walked strictly (no symlinked ancestor).
         follow_symlinks: false,
+        // Windows: the default protected DACL (SYSTEM, Administrators).
+        #[cfg(windows)]
+        acl: Vec::new(),
     }
 }
 

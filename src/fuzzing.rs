@@ -107,6 +107,8 @@ pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
         gid: None,
         dir_mode: 0o755,
         follow_symlinks: false,
+        #[cfg(windows)]
+        acl: Vec::new(),
     };
     crate::write::apply(&target, bytes)
         .map(|_| ())

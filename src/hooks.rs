@@ -1,24 +1,30 @@
 //! `on_change` hooks: each distinct command runs once per round after all
-//! files are written, via `sh -c`, with `KVSYNC_CHANGED` listing the changed
-//! paths, under a timeout after which its process group is killed.
+//! files are written, with `KVSYNC_CHANGED` listing the changed paths, under
+//! a timeout after which it and everything it started are killed.
 //!
 //! Contract of a hook run:
 //!
-//! * `sh -c COMMAND`, the agent's environment plus `KVSYNC_CHANGED`: the
-//!   changed paths of this round that name this hook, joined by `\n` (no
-//!   trailing newline; a path containing a newline is ambiguous — don't).
-//! * stdin is `/dev/null`; stdout lines are logged at `info`, stderr lines at
+//! * A string runs through the platform shell (`sh -c COMMAND` on Unix,
+//!   `cmd.exe /D /S /C "COMMAND"` on Windows); an array runs its first
+//!   element directly with the rest as arguments, no shell
+//!   ([`HookCommand`]).
+//! * The agent's environment plus `KVSYNC_CHANGED`: the changed paths of
+//!   this round that name this hook, joined by `\n` (no trailing newline; a
+//!   path containing a newline is ambiguous — don't).
+//! * stdin is null; stdout lines are logged at `info`, stderr lines at
 //!   `warn` (a hook's output is the operator's own, not kvsync's secrets);
 //!   the last [`STDERR_TAIL_LINES`] lines / [`STDERR_TAIL_BYTES`] bytes of
 //!   stderr are returned in [`HookError::Failed`].
-//! * The hook runs in its own process group. On timeout the whole group
-//!   (the shell and everything it started) gets `SIGKILL`.
-//! * When the shell exits, background processes it left behind are *not*
+//! * The hook runs in its own process group (Unix) or Job object (Windows).
+//!   On timeout — the file's `hook_timeout`, else `[agent] hook_timeout` —
+//!   the whole group/job (the hook and everything it started) is killed
+//!   ([`crate::platform::HookGuard`]).
+//! * When the hook exits, background processes it left behind are *not*
 //!   killed (a hook may legitimately start a daemon); kvsync stops reading
 //!   their output after [`PIPE_DRAIN_GRACE`].
 
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -56,51 +62,122 @@ pub enum HookError {
     },
 }
 
+/// What a hook runs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HookCommand {
+    /// A command line for the platform shell (`sh -c` / `cmd.exe /C`).
+    Shell(String),
+    /// A program and its arguments, run directly (no shell, no quoting).
+    Argv(Vec<String>),
+}
+
+/// An `on_change` or `verify` hook: the command and the file's
+/// `hook_timeout` (when set; else `[agent] hook_timeout` applies). Files
+/// sharing a hook agree on its timeout (config check), so equal commands
+/// are equal hooks.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hook {
+    pub command: HookCommand,
+    pub timeout: Option<Duration>,
+}
+
+impl Hook {
+    /// A shell command with the default timeout.
+    pub fn shell(command: impl Into<String>) -> Self {
+        Hook {
+            command: HookCommand::Shell(command.into()),
+            timeout: None,
+        }
+    }
+
+    /// A program and its arguments with the default timeout.
+    pub fn argv<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
+        Hook {
+            command: HookCommand::Argv(argv.into_iter().map(Into::into).collect()),
+            timeout: None,
+        }
+    }
+
+    /// The command line of a string hook (`None` for an argv hook).
+    pub fn as_shell(&self) -> Option<&str> {
+        match &self.command {
+            HookCommand::Shell(s) => Some(s),
+            HookCommand::Argv(_) => None,
+        }
+    }
+
+    /// The same hook with `timeout`.
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// As written in the config: the string, or the array as JSON
+/// (`["powershell.exe", "-File", "x.ps1"]`).
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.command {
+            HookCommand::Shell(s) => f.write_str(s),
+            HookCommand::Argv(argv) => {
+                f.write_str(&serde_json::to_string(argv).map_err(|_| fmt::Error)?)
+            }
+        }
+    }
+}
+
 /// The value of `KVSYNC_CHANGED` for `changed`.
 pub fn changed_env(changed: &[PathBuf]) -> OsString {
-    let mut out = Vec::new();
+    let mut out = OsString::new();
     for (i, p) in changed.iter().enumerate() {
         if i > 0 {
-            out.push(b'\n');
+            out.push("\n");
         }
-        out.extend_from_slice(p.as_os_str().as_bytes());
+        out.push(p.as_os_str());
     }
-    OsString::from_vec(out)
+    out
 }
 
 /// Names of the environment variables of a `verify` command.
 pub const CANDIDATE_ENV: &str = "KVSYNC_CANDIDATE";
 pub const DESTINATION_ENV: &str = "KVSYNC_DESTINATION";
 
-/// Run `command` with `KVSYNC_CHANGED` set to `changed` (newline-separated).
-pub async fn run(command: &str, changed: &[PathBuf], timeout: Duration) -> Result<(), HookError> {
-    run_with_env(command, changed, &[], timeout).await
+/// Run `hook` with `KVSYNC_CHANGED` set to `changed` (newline-separated),
+/// under the hook's own timeout or `default_timeout`.
+pub async fn run(
+    hook: &Hook,
+    changed: &[PathBuf],
+    default_timeout: Duration,
+) -> Result<(), HookError> {
+    run_with_env(hook, changed, &[], default_timeout).await
 }
 
 /// Run a file's `verify` command against its candidate: same contract as a
 /// hook, plus `KVSYNC_CANDIDATE` (the staged temp file, next to the
 /// destination) and `KVSYNC_DESTINATION`; `KVSYNC_CHANGED` is the destination.
 pub async fn verify(
-    command: &str,
+    hook: &Hook,
     candidate: &Path,
     destination: &Path,
-    timeout: Duration,
+    default_timeout: Duration,
 ) -> Result<(), HookError> {
     let env = [
         (CANDIDATE_ENV, candidate.as_os_str()),
         (DESTINATION_ENV, destination.as_os_str()),
     ];
-    run_with_env(command, &[destination.to_path_buf()], &env, timeout).await
+    run_with_env(hook, &[destination.to_path_buf()], &env, default_timeout).await
 }
 
 async fn run_with_env(
-    command: &str,
+    hook: &Hook,
     changed: &[PathBuf],
     env: &[(&str, &OsStr)],
-    timeout: Duration,
+    default_timeout: Duration,
 ) -> Result<(), HookError> {
-    let mut child = spawn(command, changed, env)?;
-    let pgid = child.id();
+    let timeout = hook.timeout.unwrap_or(default_timeout);
+    let command = hook.to_string();
+    let command = command.as_str();
+    let (mut child, guard) = spawn(hook, command, changed, env)?;
     let out = child.stdout.take().map(|s| {
         let command = command.to_string();
         tokio::spawn(read_lines(
@@ -118,15 +195,15 @@ async fn run_with_env(
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => status,
         Ok(Err(source)) => {
-            kill_group(pgid);
+            guard.kill();
             return Err(HookError::Spawn {
                 command: command.to_string(),
                 source,
             });
         }
         Err(_) => {
-            kill_group(pgid);
-            // Reap the shell; SIGKILL cannot be ignored, so this ends.
+            guard.kill();
+            // Reap the hook; a kill cannot be ignored, so this ends.
             let _ = child.wait().await;
             abort(out);
             abort(err);
@@ -174,35 +251,59 @@ pub fn hook_environment() -> Vec<(OsString, OsString)> {
                 HOOK_ENV_KEPT.contains(&k)
                     || k.starts_with("KVSYNC_")
                     || extra.iter().any(|e| e == k)
+                    // Windows names are case-insensitive; what cmd.exe and
+                    // PowerShell need to start (SystemRoot, ComSpec, ...).
+                    || crate::platform::HOOK_ENV_SYSTEM
+                        .iter()
+                        .any(|n| n.eq_ignore_ascii_case(k))
             })
         })
         .collect()
 }
 
-/// `sh -c command` in its own process group, stdin null, output piped,
-/// with a minimal environment ([`hook_environment`]).
+/// The hook's process (shell or program) in its own process group / Job
+/// object, stdin null, output piped, with a minimal environment
+/// ([`hook_environment`]).
 fn spawn(
+    hook: &Hook,
     command: &str,
     changed: &[PathBuf],
     env: &[(&str, &OsStr)],
-) -> Result<tokio::process::Child, HookError> {
-    tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env_clear()
+) -> Result<(tokio::process::Child, crate::platform::HookGuard), HookError> {
+    let spawn_error = |source| HookError::Spawn {
+        command: command.to_string(),
+        source,
+    };
+    let mut cmd = match &hook.command {
+        HookCommand::Shell(line) => crate::platform::shell_command(line),
+        HookCommand::Argv(argv) => {
+            let Some((program, args)) = argv.split_first() else {
+                return Err(spawn_error(std::io::Error::other("empty argv")));
+            };
+            let mut c = tokio::process::Command::new(program);
+            c.args(args);
+            c
+        }
+    };
+    cmd.env_clear()
         .envs(hook_environment())
         .env(CHANGED_ENV, changed_env(changed))
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| HookError::Spawn {
-            command: command.to_string(),
-            source,
-        })
+        .kill_on_drop(true);
+    crate::platform::isolate_hook(&mut cmd);
+    let child = cmd.spawn().map_err(spawn_error)?;
+    match crate::platform::HookGuard::attach(&child) {
+        Ok(guard) => Ok((child, guard)),
+        Err(source) => {
+            // Not contained: do not let it run unsupervised.
+            let mut child = child;
+            let _ = child.start_kill();
+            Err(spawn_error(source))
+        }
+    }
 }
 
 type Reader = Option<tokio::task::JoinHandle<String>>;
@@ -222,19 +323,6 @@ async fn drain(r: Reader) -> Option<String> {
             h.abort();
             None
         }
-    }
-}
-
-fn kill_group(pgid: Option<u32>) {
-    let Some(pid) = pgid.and_then(|p| i32::try_from(p).ok()) else {
-        return;
-    };
-    // The group id equals the shell's pid (process_group(0)).
-    if let Err(e) = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    ) {
-        tracing::warn!(pgid = pid, error = %e, "could not kill the hook's process group");
     }
 }
 
@@ -293,5 +381,5 @@ impl Tail {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests;

@@ -67,11 +67,15 @@ pub(crate) mod hooks;
 pub mod http;
 pub mod identity;
 pub(crate) mod logging;
+pub mod platform;
 pub mod render;
 pub mod secret;
 pub(crate) mod sync;
 pub(crate) mod time;
 pub mod vault;
+// The file writer is per platform with one API: Unix below `write/`,
+// Windows in `platform/windows/write.rs` (ACLs instead of modes).
+#[cfg_attr(windows, path = "platform/windows/write.rs")]
 pub(crate) mod write;
 
 /// Where the README's troubleshooting section lives; appended to errors.

@@ -11,17 +11,27 @@ use crate::env::Env;
 /// Default filter when `KVSYNC_LOG` is unset.
 pub const DEFAULT_FILTER: &str = "info";
 
-/// Install the global subscriber. Safe to call once per process.
-pub fn init(format: LogFormat, env: &Env) {
+/// The filter from `KVSYNC_LOG` (default [`DEFAULT_FILTER`]).
+pub fn filter(env: &Env) -> EnvFilter {
     let directives = env.var("KVSYNC_LOG").unwrap_or(DEFAULT_FILTER);
     // A bare level ("trace") applies to kvsync only; other crates stay at
     // info so that e.g. hyper/reqwest trace output (which can include
     // request headers) never reaches the log.
-    let filter = if is_bare_level(directives) {
+    if is_bare_level(directives) {
         EnvFilter::new(format!("info,kvsync={directives}"))
     } else {
         EnvFilter::new(directives)
-    };
+    }
+}
+
+/// Install the global subscriber on stderr. Safe to call once per process;
+/// a no-op when logging is already set up (the Windows service installs
+/// its own file/Event Log subscriber first).
+pub fn init(format: LogFormat, env: &Env) {
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
+    let filter = filter(env);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -250,15 +250,7 @@ impl Engine {
     }
 
     pub fn target(&self, index: usize) -> Target {
-        let spec = &self.config.files[index];
-        Target {
-            path: spec.path.clone(),
-            mode: spec.mode,
-            uid: spec.owner,
-            gid: spec.group,
-            dir_mode: spec.dir_mode,
-            follow_symlinks: spec.follow_symlinks,
-        }
+        Target::from_spec(&self.config.files[index])
     }
 }
 

@@ -16,7 +16,6 @@ pub mod watch;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use tokio::sync::{mpsc, watch as tokio_watch};
 
 use crate::app::{self, AppError};
@@ -48,23 +47,9 @@ pub struct Triggers {
     pub stop: tokio_watch::Receiver<bool>,
 }
 
-/// Install SIGHUP/SIGTERM/SIGINT handlers (signal-hook) feeding [`Triggers`].
-pub fn signal_triggers() -> std::io::Result<Triggers> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
-    let (reload_tx, reload) = mpsc::unbounded_channel();
-    let (stop_tx, stop) = tokio_watch::channel(false);
-    tokio::spawn(async move {
-        while let Some(signal) = signals.next().await {
-            if signal == SIGHUP {
-                let _ = reload_tx.send(());
-            } else {
-                let _ = stop_tx.send(true);
-            }
-        }
-    });
-    Ok(Triggers { reload, stop })
-}
+/// Stop/reload triggers from the OS: SIGTERM/SIGINT/SIGHUP on Unix,
+/// console events on Windows (the Windows service builds its own).
+pub use crate::platform::signal_triggers;
 
 struct Agent {
     path: PathBuf,

@@ -8,12 +8,16 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use std::time::Duration;
+
 use super::raw::{Problem, RawConfig, RawFile, RawFileEntry};
-use super::resolve::{Problems, absolutize};
+use super::resolve::{Problems, absolutize, positive_duration};
 use super::{
     AgentConfig, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Decode, FanoutSpec, FileSource, FileSpec,
     OutputFormat, SecretKind, SecretSpec, SelectionSpec,
 };
+use crate::hooks::{Hook, HookCommand};
+use crate::platform::acl::{self, AclEntry};
 
 /// A resolved `[[file]]`: one file, or a directory of files kvsync names.
 pub(super) enum Resolved {
@@ -72,17 +76,18 @@ pub(super) fn resolve_files(
         out.push((entry, spec));
     }
     check_rollback_groups(&out, p);
+    check_hook_timeout_groups(&out, p);
     (out.into_iter().map(|(_, spec)| spec).collect(), fanouts)
 }
 
 /// `rollback` is a property of a hook group: every file sharing an
 /// `on_change` command must say the same, and it needs a hook.
 fn check_rollback_groups(files: &[(&RawFileEntry, FileSpec)], p: &mut Problems) {
-    let mut first: HashMap<&str, (usize, bool)> = HashMap::new();
+    let mut first: HashMap<&HookCommand, (usize, bool)> = HashMap::new();
     for (entry, spec) in files {
         let key = format!("file[{}].rollback", entry.index);
         let span = entry.file.rollback.as_ref().map(Spanned::span);
-        let Some(command) = spec.on_change.as_deref() else {
+        let Some(command) = spec.on_change.as_ref().map(|h| &h.command) else {
             if spec.rollback {
                 p.push(Problem::new(span, key, "rollback needs an on_change hook: it restores the previous files when that hook fails"));
             }
@@ -101,6 +106,37 @@ fn check_rollback_groups(files: &[(&RawFileEntry, FileSpec)], p: &mut Problems) 
     }
 }
 
+/// `hook_timeout` is a property of a hook group too: files sharing an
+/// `on_change` command agree on it (else the group's one run has no single
+/// timeout).
+fn check_hook_timeout_groups(files: &[(&RawFileEntry, FileSpec)], p: &mut Problems) {
+    let mut first: HashMap<&HookCommand, (usize, Option<Duration>)> = HashMap::new();
+    for (entry, spec) in files {
+        let Some(hook) = &spec.on_change else {
+            continue;
+        };
+        match first.get(&hook.command) {
+            None => {
+                first.insert(&hook.command, (entry.index, hook.timeout));
+            }
+            Some((index, want)) if *want != hook.timeout => {
+                let span = entry
+                    .file
+                    .hook_timeout
+                    .as_ref()
+                    .map(Spanned::span)
+                    .or_else(|| Some(entry.span.clone()));
+                let want = want.map_or_else(
+                    || "none (the [agent] default)".to_owned(),
+                    |d| humantime::format_duration(d).to_string(),
+                );
+                p.push(Problem::new(span, format!("file[{}].hook_timeout", entry.index), format!("file[{index}] has the same on_change hook with hook_timeout = {want}; every file of a hook group must agree")));
+            }
+            Some(_) => {}
+        }
+    }
+}
+
 struct FileCx<'a> {
     key: String,
     entry: &'a RawFileEntry,
@@ -110,27 +146,114 @@ struct FileCx<'a> {
 }
 
 impl FileCx<'_> {
-    /// A shell command key (`on_change`, `verify`): an empty one is an
-    /// error (omitting the key means `absent`).
+    /// A hook key (`on_change`, `verify`): a string (run by the platform
+    /// shell) or a non-empty array of strings (argv, no shell). Empty
+    /// strings are errors (omitting the key means `absent`).
     fn command(
         &self,
-        v: &Option<Spanned<String>>,
+        v: &Option<Spanned<toml::Value>>,
         field: &str,
         absent: &str,
+        timeout: Option<Duration>,
         p: &mut Problems,
-    ) -> Option<String> {
-        match v {
-            Some(v) if v.get_ref().trim().is_empty() => {
-                p.at(
-                    v,
-                    self.k(field),
-                    format!(
-                        "expected a command, found an empty string (omit the key for {absent})"
-                    ),
-                );
+    ) -> Option<Hook> {
+        let v = v.as_ref()?;
+        let hook = match v.get_ref() {
+            toml::Value::String(s) if s.trim().is_empty() => Err(format!(
+                "expected a command, found an empty string (omit the key for {absent})"
+            )),
+            toml::Value::String(s) => Ok(Hook::shell(s.clone())),
+            toml::Value::Array(items) => {
+                let argv: Option<Vec<String>> = items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect();
+                match argv {
+                    None => {
+                        Err("expected an array of strings (program, then its arguments)".to_owned())
+                    }
+                    Some(a) if a.first().is_none_or(|prog| prog.trim().is_empty()) => Err(format!(
+                        "expected a program as the first element, found an empty array or name (omit the key for {absent})"
+                    )),
+                    Some(a) => Ok(Hook::argv(a)),
+                }
+            }
+            other => Err(format!(
+                "expected a command string or an array of strings, found {}",
+                other.type_str()
+            )),
+        };
+        match hook {
+            Ok(h) => Some(h.with_timeout(timeout)),
+            Err(msg) => {
+                p.at(v, self.k(field), msg);
                 None
             }
-            other => other.as_ref().map(|v| v.get_ref().clone()),
+        }
+    }
+
+    /// `acl`: Windows only; each entry `ACCOUNT:R|M|F`.
+    fn acl(&self, f: &RawFile, p: &mut Problems) -> Vec<AclEntry> {
+        let Some(v) = &f.acl else {
+            return Vec::new();
+        };
+        if !cfg!(windows) {
+            p.at(
+                v,
+                self.k("acl"),
+                format!(
+                    "acl applies on Windows only; on this platform use {}",
+                    crate::platform::protection_keys()
+                ),
+            );
+            return Vec::new();
+        }
+        let Some(items) = v.get_ref().as_array() else {
+            p.at(
+                v,
+                self.k("acl"),
+                format!(
+                    "expected an array of \"ACCOUNT:R|M|F\" strings, found {}",
+                    v.get_ref().type_str()
+                ),
+            );
+            return Vec::new();
+        };
+        if items.is_empty() {
+            p.at(v, self.k("acl"), "expected at least one entry (an empty DACL would lock everyone out; omit the key for SYSTEM and Administrators only)");
+        }
+        let mut out = Vec::new();
+        for item in items {
+            match item
+                .as_str()
+                .ok_or_else(|| "expected a string".to_owned())
+                .and_then(acl::parse_entry)
+            {
+                Ok(e) => out.push(e),
+                Err(msg) => p.at(v, self.k("acl"), msg),
+            }
+        }
+        out
+    }
+
+    /// Unix protection keys on Windows: errors naming `acl`.
+    fn unix_keys_on_windows(&self, f: &RawFile, p: &mut Problems) {
+        if !cfg!(windows) {
+            return;
+        }
+        for (name, v) in [
+            ("mode", &f.mode),
+            ("owner", &f.owner),
+            ("group", &f.group),
+            ("dir_mode", &f.dir_mode),
+        ] {
+            if let Some(v) = v {
+                p.at(
+                    v,
+                    self.k(name),
+                    format!("{name} is not supported on Windows; use acl = [\"ACCOUNT:R\", ...] (a protected DACL; default SYSTEM and Administrators full control)"),
+                );
+            }
         }
     }
 
@@ -175,14 +298,30 @@ impl FileCx<'_> {
             Some(v) => Some(absolutize(base_dir, v.get_ref())),
         };
         let source = self.source(f, &agent.templates_dir, p);
-        let file_mode = mode(&f.mode, &self.k("mode"), DEFAULT_FILE_MODE, p);
-        let dir_mode = mode(&f.dir_mode, &self.k("dir_mode"), DEFAULT_DIR_MODE, p);
-        let owner = id(&f.owner, &self.k("owner"), IdKind::User, p);
-        let group = id(&f.group, &self.k("group"), IdKind::Group, p);
-        let on_change = self.command(&f.on_change, "on_change", "no hook", p);
+        self.unix_keys_on_windows(f, p);
+        let (file_mode, dir_mode, owner, group) = if cfg!(windows) {
+            (DEFAULT_FILE_MODE, DEFAULT_DIR_MODE, Ok(None), Ok(None))
+        } else {
+            (
+                mode(&f.mode, &self.k("mode"), DEFAULT_FILE_MODE, p),
+                mode(&f.dir_mode, &self.k("dir_mode"), DEFAULT_DIR_MODE, p),
+                id(&f.owner, &self.k("owner"), IdKind::User, p),
+                id(&f.group, &self.k("group"), IdKind::Group, p),
+            )
+        };
+        let acl = self.acl(f, p);
+        let hook_timeout = f.hook_timeout.as_ref().map(|v| {
+            positive_duration(
+                &Some(v.clone()),
+                &self.k("hook_timeout"),
+                agent.hook_timeout,
+                p,
+            )
+        });
+        let on_change = self.command(&f.on_change, "on_change", "no hook", hook_timeout, p);
         let source = source?;
         let (pfx_password, pfx_legacy) = self.pfx_options(f, &source, p);
-        let verify = self.command(&f.verify, "verify", "no check", p);
+        let verify = self.command(&f.verify, "verify", "no check", hook_timeout, p);
         let decode = self.decode(f, &source, p);
         Some(Resolved::File(FileSpec {
             path: path?,
@@ -191,6 +330,7 @@ impl FileCx<'_> {
             owner: owner.ok()?,
             group: group.ok()?,
             dir_mode,
+            acl,
             on_change,
             pfx_password,
             pfx_legacy,
@@ -451,7 +591,7 @@ impl FileCx<'_> {
         let dir_mode = mode_or(&f.dir_mode, &self.k("dir_mode"), DEFAULT_DIR_MODE, p);
         let owner = id(&f.owner, &self.k("owner"), IdKind::User, p);
         let group = id(&f.group, &self.k("group"), IdKind::Group, p);
-        let on_change = self.command(&f.on_change, "on_change", "no hook", p);
+        let on_change = self.command(&f.on_change, "on_change", "no hook", None, p);
         Some(FanoutSpec {
             dir: dir?,
             source: source?,
@@ -713,20 +853,8 @@ fn id(
 
 fn lookup(name: &str, kind: IdKind) -> Result<u32, String> {
     match kind {
-        IdKind::User => match nix::unistd::User::from_name(name) {
-            Ok(Some(u)) => Ok(u.uid.as_raw()),
-            Ok(None) => Err(format!(
-                "no user named \"{name}\" on this host (give a numeric uid to skip the lookup)"
-            )),
-            Err(e) => Err(format!("looking up user \"{name}\" failed: {e}")),
-        },
-        IdKind::Group => match nix::unistd::Group::from_name(name) {
-            Ok(Some(g)) => Ok(g.gid.as_raw()),
-            Ok(None) => Err(format!(
-                "no group named \"{name}\" on this host (give a numeric gid to skip the lookup)"
-            )),
-            Err(e) => Err(format!("looking up group \"{name}\" failed: {e}")),
-        },
+        IdKind::User => crate::platform::lookup_user(name),
+        IdKind::Group => crate::platform::lookup_group(name),
     }
 }
 

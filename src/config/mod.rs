@@ -25,12 +25,6 @@ use std::time::Duration;
 
 use url::Url;
 
-/// Default config location (SPEC.md "Command line").
-#[cfg(unix)]
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/kvsync/kvsync.toml";
-#[cfg(windows)]
-pub const DEFAULT_CONFIG_PATH: &str = r"C:\ProgramData\kvsync\kvsync.toml";
-
 /// Default `[agent] interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// Default `[agent] jitter`.
@@ -314,7 +308,7 @@ pub struct FanoutSpec {
     pub owner: Option<u32>,
     pub group: Option<u32>,
     pub dir_mode: u32,
-    pub on_change: Option<String>,
+    pub on_change: Option<crate::hooks::Hook>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -347,7 +341,11 @@ pub struct FileSpec {
     pub owner: Option<u32>,
     pub group: Option<u32>,
     pub dir_mode: u32,
-    pub on_change: Option<String>,
+    /// Windows: the protected DACL's entries (empty = SYSTEM and
+    /// Administrators full control). Always empty on Unix.
+    pub acl: Vec<crate::platform::acl::AclEntry>,
+    /// With the file's `hook_timeout`, when set.
+    pub on_change: Option<crate::hooks::Hook>,
     /// `format = "pfx"` only: alias of the secret holding the PFX password.
     pub pfx_password: Option<String>,
     /// `format = "pfx"` only: 3DES/SHA-1 for Windows Server 2016 and older.
@@ -355,7 +353,7 @@ pub struct FileSpec {
     /// Command run against the candidate file before it replaces the live
     /// one (`KVSYNC_CANDIDATE`, `KVSYNC_DESTINATION`); non-zero exit = keep
     /// the live file.
-    pub verify: Option<String>,
+    pub verify: Option<crate::hooks::Hook>,
     /// Restore the previous files of the hook group if its `on_change`
     /// fails (every member of the group agrees).
     pub rollback: bool,

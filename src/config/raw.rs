@@ -170,10 +170,15 @@ pub struct RawFile {
     pub owner: Option<Spanned<toml::Value>>,
     pub group: Option<Spanned<toml::Value>>,
     pub dir_mode: Option<Spanned<toml::Value>>,
-    pub on_change: Option<Spanned<String>>,
+    /// Windows: `["ACCOUNT:R|M|F", ...]` (string or array kept raw).
+    pub acl: Option<Spanned<toml::Value>>,
+    /// A string (shell) or an array of strings (argv).
+    pub on_change: Option<Spanned<toml::Value>>,
+    /// Overrides `[agent] hook_timeout` for this file's hooks.
+    pub hook_timeout: Option<Spanned<String>>,
     pub pfx_password: Option<Spanned<String>>,
     pub pfx_legacy: Option<Spanned<bool>>,
-    pub verify: Option<Spanned<String>>,
+    pub verify: Option<Spanned<toml::Value>>,
     pub rollback: Option<Spanned<bool>>,
     pub follow_symlinks: Option<Spanned<bool>>,
     pub selection: Option<Spanned<String>>,

@@ -159,7 +159,7 @@ fn positive(d: Duration, v: &Option<Spanned<String>>, key: &str, p: &mut Problem
     }
 }
 
-fn positive_duration(
+pub(super) fn positive_duration(
     v: &Option<Spanned<String>>,
     key: &str,
     default: Duration,

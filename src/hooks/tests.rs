@@ -4,6 +4,68 @@ use super::*;
 
 const LONG: Duration = Duration::from_secs(30);
 
+/// A shell hook (the string form of `on_change`).
+async fn run(cmd: &str, changed: &[PathBuf], timeout: Duration) -> Result<(), HookError> {
+    super::run(&Hook::shell(cmd), changed, timeout).await
+}
+
+#[tokio::test]
+async fn argv_runs_without_a_shell() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    // Arguments reach the program verbatim: no word splitting, no `$`
+    // expansion, no glob.
+    let hook = Hook::argv([
+        "sh".to_string(),
+        "-c".to_string(),
+        "printf '%s|%s|%s' \"$1\" \"$2\" \"$KVSYNC_CHANGED\" > \"$0\"".to_string(),
+        out.display().to_string(),
+        "two words".to_string(),
+        "$HOME *".to_string(),
+    ]);
+    super::run(&hook, &[PathBuf::from("/etc/a b")], LONG)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "two words|$HOME *|/etc/a b"
+    );
+    assert_eq!(
+        hook.to_string(),
+        format!(
+            "[\"sh\",\"-c\",\"printf '%s|%s|%s' \\\"$1\\\" \\\"$2\\\" \\\"$KVSYNC_CHANGED\\\" > \\\"$0\\\"\",\"{}\",\"two words\",\"$HOME *\"]",
+            out.display()
+        )
+    );
+}
+
+#[tokio::test]
+async fn argv_failures_and_missing_programs() {
+    let err = super::run(&Hook::argv(["false"]), &[], LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HookError::Failed { .. }), "{err:?}");
+    // No shell: a missing program cannot start (not "exit 127").
+    let err = super::run(&Hook::argv(["/nonexistent/kvsync-hook"]), &[], LONG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HookError::Spawn { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("[\"/nonexistent/kvsync-hook\"]"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn per_hook_timeout_overrides_the_default() {
+    let hook = Hook::argv(["sleep", "1000"]).with_timeout(Some(Duration::from_millis(200)));
+    let err = super::run(&hook, &[], LONG).await.unwrap_err();
+    let HookError::Timeout { timeout, .. } = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(timeout, Duration::from_millis(200));
+}
+
 #[tokio::test]
 async fn passes_changed_paths_and_succeeds() {
     let d = tempfile::tempdir().unwrap();

@@ -34,11 +34,6 @@ pub const API_VERSION: &str = "2020-06-01";
 /// Default HIMDS token endpoint when the agent is installed but the env
 /// vars are missing (PROTOCOL.md §1).
 pub const DEFAULT_ENDPOINT: &str = "http://localhost:40342/metadata/identity/oauth2/token";
-/// The Arc agent's token directory (PROTOCOL.md §1).
-#[cfg(unix)]
-pub const TOKEN_DIR: &str = "/var/opt/azcmagent/tokens";
-/// The Arc agent's token directory below `%ProgramData%` (PROTOCOL.md §1).
-pub const WINDOWS_TOKEN_SUBDIR: &str = r"AzureConnectedMachineAgent\Tokens";
 /// Largest token answer we read; real ones are ~2 KiB.
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 
@@ -437,17 +432,8 @@ fn resolve_endpoint(auth: &AuthConfig, env: &Env) -> Result<Url, IdentityError> 
     )))
 }
 
-#[cfg(unix)]
-fn default_token_dir(_env: &Env) -> Result<PathBuf, IdentityError> {
-    Ok(PathBuf::from(TOKEN_DIR))
-}
-
-#[cfg(not(unix))]
 fn default_token_dir(env: &Env) -> Result<PathBuf, IdentityError> {
-    let base = env
-        .var("ProgramData")
-        .ok_or_else(|| IdentityError::Config("Azure Arc: %ProgramData% is not set".to_owned()))?;
-    Ok(PathBuf::from(base).join(WINDOWS_TOKEN_SUBDIR))
+    crate::platform::arc_token_dir(env).map_err(IdentityError::Config)
 }
 
 /// Status codes worth retrying (PROTOCOL.md §1: 404, 410, 429, 5xx and
@@ -506,7 +492,7 @@ mod tests {
         let s = ArcSource::from_config(&a, &env, http.clone()).unwrap();
         assert_eq!(s.endpoint.as_str(), "http://127.0.0.1:1/env");
         #[cfg(unix)]
-        assert_eq!(s.token_dir, PathBuf::from(TOKEN_DIR));
+        assert_eq!(s.token_dir, PathBuf::from(crate::platform::ARC_TOKEN_DIR));
         a.identity_endpoint = Some(Url::parse("http://127.0.0.1:2/cfg").unwrap());
         a.test_arc_token_dir = Some(PathBuf::from("/tmp/x"));
         let s = ArcSource::from_config(&a, &env, http.clone()).unwrap();

@@ -12,10 +12,19 @@
 //! mailing that file to it. It never logs or returns the file's contents
 //! except as the [`SecretString`] handed to the caller.
 
+#[cfg(unix)]
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
+#[cfg(unix)]
+use std::path::{Component, Path};
 
+#[cfg(unix)]
 use secrecy::SecretString;
+
+// Windows: the same checks by Windows rules (case-insensitive directory
+// match, reparse points refused by handle) in platform/windows/challenge.rs.
+#[cfg(windows)]
+pub use crate::platform::windows::challenge::{read_key, validate};
 
 /// Largest challenge file we read (PROTOCOL.md §1, all SDKs agree).
 pub const MAX_CHALLENGE_FILE_BYTES: u64 = 4096;
@@ -54,6 +63,7 @@ pub fn parse_realm(header: &str) -> Option<PathBuf> {
 
 /// The lexical checks: absolute, no `.`/`..`, a `.key` name directly in
 /// `token_dir` (compared as written, not resolved).
+#[cfg(unix)]
 fn check_name(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
     let refuse = |why: &str| Err(ChallengeError::Refused(why.to_owned()));
     if !path.is_absolute() {
@@ -78,6 +88,7 @@ fn check_name(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
 }
 
 /// Check `path` against `token_dir` without opening it.
+#[cfg(unix)]
 pub fn validate(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
     check_name(path, token_dir)?;
     let meta = match std::fs::symlink_metadata(path) {
@@ -90,10 +101,12 @@ pub fn validate(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
     check_meta(meta.file_type().is_file(), meta.len())
 }
 
+#[cfg(unix)]
 fn refused_io(e: &std::io::Error) -> ChallengeError {
     ChallengeError::Refused(format!("it cannot be inspected ({})", e.kind()))
 }
 
+#[cfg(unix)]
 fn check_meta(is_file: bool, len: u64) -> Result<(), ChallengeError> {
     if !is_file {
         return Err(ChallengeError::Refused(
@@ -109,6 +122,7 @@ fn check_meta(is_file: bool, len: u64) -> Result<(), ChallengeError> {
 }
 
 /// Validate, then read the key file exactly as stored (no trimming).
+#[cfg(unix)]
 pub fn read_key(path: &Path, token_dir: &Path) -> Result<SecretString, ChallengeError> {
     check_name(path, token_dir)?;
     let file = open_checked(path, token_dir)?;
@@ -183,19 +197,8 @@ fn open_checked(path: &Path, token_dir: &Path) -> Result<std::fs::File, Challeng
     Ok(std::fs::File::from(fd))
 }
 
-#[cfg(not(unix))]
-fn open_checked(path: &Path, token_dir: &Path) -> Result<std::fs::File, ChallengeError> {
-    validate(path, token_dir)?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .open(path)
-        .map_err(io_error)?;
-    let meta = file.metadata().map_err(io_error)?;
-    check_meta(meta.is_file(), meta.len())?;
-    Ok(file)
-}
-
-fn io_error(e: std::io::Error) -> ChallengeError {
+/// Map an I/O error to the challenge error (permission → [`ChallengeError::Permission`]).
+pub(crate) fn io_error(e: std::io::Error) -> ChallengeError {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
         ChallengeError::Permission
     } else {
@@ -203,7 +206,7 @@ fn io_error(e: std::io::Error) -> ChallengeError {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;

@@ -79,7 +79,7 @@ pub enum IdentityError {
         endpoint: String,
     },
     #[error(
-        "permission denied reading the Azure Arc challenge file {path}: run kvsync as root or add its service user to the `himds` group"
+        "permission denied reading the Azure Arc challenge file {path}: {hint}", hint = crate::platform::ARC_PERMISSION_HINT
     )]
     ChallengePermission { path: String },
     #[error(

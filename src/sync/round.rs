@@ -30,7 +30,7 @@ use super::changes::ChangeCache;
 use super::failure::SyncError;
 use super::stage::{self, Backups, StagedFile};
 use crate::config::Config;
-use crate::hooks;
+use crate::hooks::{self, Hook};
 use crate::render;
 use crate::secret::SecretBytes;
 use crate::write::{self, Change};
@@ -92,7 +92,7 @@ impl RoundOptions {
 
 /// Hooks to run, each with the files it is run for, kept in config order.
 #[derive(Debug, Default)]
-pub struct HookQueue(Vec<(String, Vec<PathBuf>)>);
+pub struct HookQueue(Vec<(Hook, Vec<PathBuf>)>);
 
 impl HookQueue {
     pub fn is_empty(&self) -> bool {
@@ -100,11 +100,11 @@ impl HookQueue {
     }
 
     /// Queue `command` for `paths` (merged with what is already queued).
-    fn push(&mut self, command: &str, paths: impl IntoIterator<Item = PathBuf>) {
+    fn push(&mut self, command: &Hook, paths: impl IntoIterator<Item = PathBuf>) {
         let at = match self.0.iter().position(|(c, _)| c == command) {
             Some(at) => at,
             None => {
-                self.0.push((command.to_owned(), Vec::new()));
+                self.0.push((command.clone(), Vec::new()));
                 self.0.len() - 1
             }
         };
@@ -118,20 +118,20 @@ impl HookQueue {
 
     /// Take every queued hook, in the config's hook order (commands no
     /// longer in the config last, as queued).
-    fn take_in_order(&mut self, config: &Config) -> Vec<(String, Vec<PathBuf>)> {
+    fn take_in_order(&mut self, config: &Config) -> Vec<(Hook, Vec<PathBuf>)> {
         let order = hook_order(config);
         let mut all = std::mem::take(&mut self.0);
-        all.sort_by_key(|(c, _)| order.iter().position(|o| o == c).unwrap_or(usize::MAX));
+        all.sort_by_key(|(c, _)| order.iter().position(|o| *o == c).unwrap_or(usize::MAX));
         all
     }
 }
 
 /// Distinct `on_change` commands in config order (first appearance; the
 /// fan-out directories' after the single files').
-fn hook_order(config: &Config) -> Vec<&str> {
-    let mut out: Vec<&str> = Vec::new();
-    let commands = config.files.iter().map(|f| f.on_change.as_deref());
-    let fanouts = config.fanouts.iter().map(|f| f.on_change.as_deref());
+fn hook_order(config: &Config) -> Vec<&Hook> {
+    let mut out: Vec<&Hook> = Vec::new();
+    let commands = config.files.iter().map(|f| f.on_change.as_ref());
+    let fanouts = config.fanouts.iter().map(|f| f.on_change.as_ref());
     for c in commands.chain(fanouts).flatten() {
         if !out.contains(&c) {
             out.push(c);
@@ -231,7 +231,7 @@ impl Outcome {
 /// Files grouped by hook, in config order of first appearance; a file
 /// without a hook is a group of its own.
 struct HookGroup {
-    hook: Option<String>,
+    hook: Option<Hook>,
     members: Vec<usize>,
 }
 
@@ -630,7 +630,7 @@ impl Engine {
         for (command, paths) in state.hooks.take_in_order(self.config()) {
             tracing::info!(hook = %command, files = paths.len(), "running on_change hook");
             match hooks::run(&command, &paths, timeout).await {
-                Ok(()) => outcome.hooks_run.push(command),
+                Ok(()) => outcome.hooks_run.push(command.to_string()),
                 Err(e) => {
                     tracing::error!(error = %e, "on_change hook failed");
                     outcome.hooks_failed += 1;

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use super::Engine;
+use crate::hooks::Hook;
 use crate::secret::SecretBytes;
 use crate::write::{self, Change, WriteError};
 
@@ -85,7 +86,7 @@ pub(crate) fn commit_with_backup(
 
 /// After hook `command` failed: put back the files of its group that have a
 /// backup (`rollback = true`), logging each restore.
-pub(crate) fn roll_back(command: &str, changed: &[PathBuf], backups: &mut Backups) {
+pub(crate) fn roll_back(command: &Hook, changed: &[PathBuf], backups: &mut Backups) {
     for path in changed {
         let Some((backup, dir_mode)) = backups.remove(path) else {
             continue;

@@ -54,7 +54,7 @@ fn nginx_recipe_writes_key_and_fullchain_in_one_hook_group() {
     assert_eq!(key.mode, 0o600, "private key owner-only");
     assert_eq!(chain.mode, 0o644);
     assert_eq!(
-        key.on_change.as_deref(),
+        key.on_change.as_ref().and_then(|h| h.as_shell()),
         Some("nginx -t && nginx -s reload")
     );
     assert_eq!(

@@ -19,6 +19,7 @@ mod docs;
 mod e2e_servers;
 #[cfg(unix)]
 mod exec;
+mod hooks_argv;
 mod hostile;
 mod identity_arc;
 mod identity_e2e;

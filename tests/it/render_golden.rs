@@ -103,6 +103,7 @@ fn file(dest: &str, source: FileSource) -> FileSpec {
         owner: None,
         group: None,
         dir_mode: 0o755,
+        acl: Vec::new(),
         on_change: None,
         pfx_password: None,
         pfx_legacy: false,
