@@ -22,6 +22,8 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
+# Same dependency versions as the main workspace.
+cp ../Cargo.lock Cargo.lock
 cargo +nightly fuzz build -O >/dev/null
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT

@@ -231,6 +231,18 @@ impl Agent {
     /// delay before the next one.
     fn after_round(&mut self, outcome: &Outcome) -> std::time::Duration {
         let state = outcome.state_key();
+        // Health and metrics first: "round complete" in the log means the
+        // endpoint already answers for this round.
+        if outcome.ok() {
+            self.metrics.round("ok");
+            self.health.success();
+        } else {
+            self.metrics.round("failed");
+            self.health.failure(
+                outcome.failures.iter().map(|f| f.kind().as_str()),
+                state.clone(),
+            );
+        }
         tracing::info!(
             ok = outcome.ok(),
             files_written = outcome.changed().count(),
@@ -239,8 +251,6 @@ impl Agent {
             "round complete"
         );
         if outcome.ok() {
-            self.metrics.round("ok");
-            self.health.success();
             if !self.last_state.is_empty() {
                 tracing::info!("recovered: all files are up to date");
             }
@@ -250,11 +260,6 @@ impl Agent {
             }
             self.notifier.status("in sync");
         } else {
-            self.metrics.round("failed");
-            self.health.failure(
-                outcome.failures.iter().map(|f| f.kind().as_str()),
-                state.clone(),
-            );
             if state != self.last_state {
                 for failure in &outcome.failures {
                     tracing::error!(kind = failure.kind().as_str(), "{failure}");
