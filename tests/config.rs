@@ -543,7 +543,10 @@ fn full_example_resolves() {
     );
     assert!(matches!(&f[1].source, FileSource::Inline(s) if s == "{{ certs.site.key }}"));
     assert_eq!((f[1].mode, f[1].dir_mode), (0o600, 0o750));
-    assert_eq!(f[1].on_change.as_ref().and_then(|h| h.as_shell()), Some("nginx -s reload"));
+    assert_eq!(
+        f[1].on_change.as_ref().and_then(|h| h.as_shell()),
+        Some("nginx -s reload")
+    );
     assert!(
         matches!(&f[2].source, FileSource::Object { alias, format: OutputFormat::Pfx } if alias == "site")
     );

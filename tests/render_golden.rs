@@ -83,6 +83,7 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
             })
             .collect(),
         files,
+        stores: Vec::new(),
     }
 }
 

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use super::raw::{Problem, RawConfig, RawFile, RawFileEntry};
 use super::resolve::{Problems, absolutize, positive_duration};
-use crate::hooks::{Hook, HookCommand};
-use crate::platform::acl::{self, AclEntry};
 use super::{
     AgentConfig, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, FileSource, FileSpec, OutputFormat,
     SecretKind, SecretSpec,
 };
+use crate::hooks::{Hook, HookCommand};
+use crate::platform::acl::{self, AclEntry};
 
 /// Highest permission bits `chmod` accepts (setuid, setgid, sticky, rwx×3).
 pub const MAX_MODE: u32 = 0o7777;
@@ -118,6 +118,37 @@ fn check_hook_timeout_groups(files: &[(&RawFileEntry, FileSpec)], p: &mut Proble
     }
 }
 
+/// A hook value (`on_change`, `verify`): a string (run by the platform
+/// shell) or a non-empty array of strings (argv, no shell). Empty strings
+/// are errors (omitting the key means `absent`).
+pub(super) fn hook_value(v: &toml::Value, absent: &str) -> Result<Hook, String> {
+    match v {
+        toml::Value::String(s) if s.trim().is_empty() => Err(format!(
+            "expected a command, found an empty string (omit the key for {absent})"
+        )),
+        toml::Value::String(s) => Ok(Hook::shell(s.clone())),
+        toml::Value::Array(items) => {
+            let argv: Option<Vec<String>> = items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect();
+            match argv {
+                None => {
+                    Err("expected an array of strings (program, then its arguments)".to_owned())
+                }
+                Some(a) if a.first().is_none_or(|prog| prog.trim().is_empty()) => Err(format!(
+                    "expected a program as the first element, found an empty array or name (omit the key for {absent})"
+                )),
+                Some(a) => Ok(Hook::argv(a)),
+            }
+        }
+        other => Err(format!(
+            "expected a command string or an array of strings, found {}",
+            other.type_str()
+        )),
+    }
+}
+
 struct FileCx<'a> {
     key: String,
     entry: &'a RawFileEntry,
@@ -138,29 +169,7 @@ impl FileCx<'_> {
         p: &mut Problems,
     ) -> Option<Hook> {
         let v = v.as_ref()?;
-        let hook = match v.get_ref() {
-            toml::Value::String(s) if s.trim().is_empty() => Err(format!(
-                "expected a command, found an empty string (omit the key for {absent})"
-            )),
-            toml::Value::String(s) => Ok(Hook::shell(s.clone())),
-            toml::Value::Array(items) => {
-                let argv: Option<Vec<String>> = items
-                    .iter()
-                    .map(|i| i.as_str().map(str::to_owned))
-                    .collect();
-                match argv {
-                    None => Err("expected an array of strings (program, then its arguments)".to_owned()),
-                    Some(a) if a.first().is_none_or(|prog| prog.trim().is_empty()) => Err(format!(
-                        "expected a program as the first element, found an empty array or name (omit the key for {absent})"
-                    )),
-                    Some(a) => Ok(Hook::argv(a)),
-                }
-            }
-            other => Err(format!(
-                "expected a command string or an array of strings, found {}",
-                other.type_str()
-            )),
-        };
+        let hook = hook_value(v.get_ref(), absent);
         match hook {
             Ok(h) => Some(h.with_timeout(timeout)),
             Err(msg) => {
@@ -190,7 +199,10 @@ impl FileCx<'_> {
             p.at(
                 v,
                 self.k("acl"),
-                format!("expected an array of \"ACCOUNT:R|M|F\" strings, found {}", v.get_ref().type_str()),
+                format!(
+                    "expected an array of \"ACCOUNT:R|M|F\" strings, found {}",
+                    v.get_ref().type_str()
+                ),
             );
             return Vec::new();
         };
@@ -199,7 +211,11 @@ impl FileCx<'_> {
         }
         let mut out = Vec::new();
         for item in items {
-            match item.as_str().ok_or_else(|| "expected a string".to_owned()).and_then(acl::parse_entry) {
+            match item
+                .as_str()
+                .ok_or_else(|| "expected a string".to_owned())
+                .and_then(acl::parse_entry)
+            {
                 Ok(e) => out.push(e),
                 Err(msg) => p.at(v, self.k("acl"), msg),
             }
@@ -279,7 +295,12 @@ impl FileCx<'_> {
         };
         let acl = self.acl(f, p);
         let hook_timeout = f.hook_timeout.as_ref().map(|v| {
-            positive_duration(&Some(v.clone()), &self.k("hook_timeout"), agent.hook_timeout, p)
+            positive_duration(
+                &Some(v.clone()),
+                &self.k("hook_timeout"),
+                agent.hook_timeout,
+                p,
+            )
         });
         let on_change = self.command(&f.on_change, "on_change", "no hook", hook_timeout, p);
         let source = source?;

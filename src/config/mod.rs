@@ -7,6 +7,7 @@
 mod files;
 pub mod raw;
 mod resolve;
+mod store;
 mod summary;
 mod vault_ref;
 
@@ -21,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use url::Url;
-
 
 /// Default `[agent] interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10 * 60);
@@ -62,6 +62,9 @@ pub struct Config {
     /// Secrets by alias.
     pub secrets: BTreeMap<String, SecretSpec>,
     pub files: Vec<FileSpec>,
+    /// `[[store]]`: Windows certificate store targets (always empty on Unix,
+    /// where the table is a config error).
+    pub stores: Vec<StoreSpec>,
 }
 
 #[derive(Clone, Debug)]
@@ -206,6 +209,57 @@ pub struct FileSpec {
     /// Restore the previous files of the hook group if its `on_change`
     /// fails (every member of the group agrees).
     pub rollback: bool,
+}
+
+/// Default `[[store]] keep`: the current version and the one before it (a
+/// rollback target while clients still hold the old one).
+pub const DEFAULT_STORE_KEEP: usize = 2;
+
+/// Which registry hive a certificate store lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreLocation {
+    LocalMachine,
+    CurrentUser,
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::LocalMachine => "LocalMachine",
+            Self::CurrentUser => "CurrentUser",
+        })
+    }
+}
+
+/// One `[[store]]`: a certificate secret kept in a Windows certificate store
+/// (`crate::store`).
+#[derive(Clone, Debug)]
+pub struct StoreSpec {
+    /// Alias of a `type = "certificate"` secret.
+    pub alias: String,
+    pub location: StoreLocation,
+    /// Store name (`My`, `WebHosting`, ...); never `Root`.
+    pub name: String,
+    /// Accounts (names or SID strings) granted read access to the key.
+    pub accounts: Vec<String>,
+    /// Versions of this certificate kept in the store (>= 1).
+    pub keep: usize,
+    /// Import the key as exportable (default: not).
+    pub exportable: bool,
+    /// Friendly name; default `kvsync <alias> <notAfter>`.
+    pub friendly_name: Option<String>,
+    /// Run once when a new version was added; `KVSYNC_CHANGED` is its
+    /// thumbprint.
+    pub on_change: Option<crate::hooks::Hook>,
+    /// Update http.sys SSL bindings of superseded versions in place.
+    pub rebind: bool,
+}
+
+impl StoreSpec {
+    /// `LocalMachine\My` form, for logs and messages.
+    pub fn label(&self) -> String {
+        format!("{}\\{}", self.location, self.name)
+    }
 }
 
 /// One problem in a config file.

@@ -63,6 +63,7 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
     };
     let secrets = secrets(&raw, &default_vault, &auth, p);
     let files = super::files::resolve_files(&raw, &agent, &base_dir, &secrets, p);
+    let stores = super::store::resolve_stores(&raw, &secrets, p);
     if !p.0.is_empty() {
         return None;
     }
@@ -75,6 +76,7 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         tls,
         secrets,
         files,
+        stores,
     })
 }
 

@@ -30,10 +30,13 @@ async fn argv_runs_without_a_shell() {
         std::fs::read_to_string(&out).unwrap(),
         "two words|$HOME *|/etc/a b"
     );
-    assert_eq!(hook.to_string(), format!(
-        "[\"sh\",\"-c\",\"printf '%s|%s|%s' \\\"$1\\\" \\\"$2\\\" \\\"$KVSYNC_CHANGED\\\" > \\\"$0\\\"\",\"{}\",\"two words\",\"$HOME *\"]",
-        out.display()
-    ));
+    assert_eq!(
+        hook.to_string(),
+        format!(
+            "[\"sh\",\"-c\",\"printf '%s|%s|%s' \\\"$1\\\" \\\"$2\\\" \\\"$KVSYNC_CHANGED\\\" > \\\"$0\\\"\",\"{}\",\"two words\",\"$HOME *\"]",
+            out.display()
+        )
+    );
 }
 
 #[tokio::test]
@@ -47,7 +50,10 @@ async fn argv_failures_and_missing_programs() {
         .await
         .unwrap_err();
     assert!(matches!(err, HookError::Spawn { .. }), "{err:?}");
-    assert!(err.to_string().contains("[\"/nonexistent/kvsync-hook\"]"), "{err}");
+    assert!(
+        err.to_string().contains("[\"/nonexistent/kvsync-hook\"]"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -10,9 +10,9 @@
 
 #[cfg(unix)]
 use std::io::Read;
+use std::path::PathBuf;
 #[cfg(unix)]
 use std::path::{Component, Path};
-use std::path::PathBuf;
 
 #[cfg(unix)]
 use secrecy::SecretString;

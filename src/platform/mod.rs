@@ -32,5 +32,9 @@ pub use windows::*;
 /// Name of this platform's file-protection keys, for config errors that
 /// point at the other one.
 pub const fn protection_keys() -> &'static str {
-    if cfg!(windows) { "acl" } else { "mode/owner/group" }
+    if cfg!(windows) {
+        "acl"
+    } else {
+        "mode/owner/group"
+    }
 }

@@ -116,7 +116,9 @@ impl NotifySocket {
         if let Some(name) = self.path.strip_prefix('@') {
             send_abstract(&self.sock, name, message)
         } else {
-            self.sock.send_to(message.as_bytes(), &self.path).map(|_| ())
+            self.sock
+                .send_to(message.as_bytes(), &self.path)
+                .map(|_| ())
         }
     }
 }
@@ -133,11 +135,7 @@ fn send_abstract(
 }
 
 #[cfg(not(target_os = "linux"))]
-fn send_abstract(
-    _: &std::os::unix::net::UnixDatagram,
-    _: &str,
-    _: &str,
-) -> std::io::Result<()> {
+fn send_abstract(_: &std::os::unix::net::UnixDatagram, _: &str, _: &str) -> std::io::Result<()> {
     Err(std::io::Error::other("abstract sockets are Linux-only"))
 }
 

@@ -41,7 +41,9 @@ pub fn validate(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
     match components.next() {
         Some(Component::Prefix(p)) if matches!(p.kind(), Prefix::Disk(_)) => {}
         Some(Component::Prefix(_)) => {
-            return refuse("the path is not a plain drive path (UNC and \\\\?\\ paths are refused)");
+            return refuse(
+                "the path is not a plain drive path (UNC and \\\\?\\ paths are refused)",
+            );
         }
         _ => return refuse("the path is not absolute"),
     }
@@ -51,7 +53,11 @@ pub fn validate(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
     if path
         .components()
         .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-        || path.to_string_lossy().replace('/', "\\").split('\\').any(|c| c == "." || c == "..")
+        || path
+            .to_string_lossy()
+            .replace('/', "\\")
+            .split('\\')
+            .any(|c| c == "." || c == "..")
     {
         return refuse("the path contains `..` or `.` components");
     }
@@ -153,7 +159,10 @@ mod tests {
     const DIR: &str = r"C:\ProgramData\AzureConnectedMachineAgent\Tokens";
 
     fn refused(p: &str) -> bool {
-        matches!(validate(Path::new(p), Path::new(DIR)), Err(ChallengeError::Refused(_)))
+        matches!(
+            validate(Path::new(p), Path::new(DIR)),
+            Err(ChallengeError::Refused(_))
+        )
     }
 
     #[test]
@@ -176,7 +185,9 @@ mod tests {
         assert!(refused(&format!(r"{DIR}\.key")));
         assert!(refused(&format!(r"{DIR}\a:b.key")));
         assert!(refused(r"relative\a.key"));
-        assert!(refused(r"\ProgramData\AzureConnectedMachineAgent\Tokens\a.key"));
+        assert!(refused(
+            r"\ProgramData\AzureConnectedMachineAgent\Tokens\a.key"
+        ));
         assert!(refused(&format!(r"\\?\{DIR}\a.key")));
         assert!(refused(r"\\server\share\Tokens\a.key"));
     }
@@ -189,14 +200,23 @@ mod tests {
         assert_eq!(read_key(&ok, dir.path()).unwrap().expose_secret(), " key\n");
         let big = dir.path().join("big.key");
         std::fs::write(&big, [b'k'; 4097]).unwrap();
-        assert!(matches!(read_key(&big, dir.path()), Err(ChallengeError::Refused(_))));
+        assert!(matches!(
+            read_key(&big, dir.path()),
+            Err(ChallengeError::Refused(_))
+        ));
         let max = dir.path().join("max.key");
         std::fs::write(&max, [b'k'; 4096]).unwrap();
         assert!(read_key(&max, dir.path()).is_ok());
         let sub = dir.path().join("d.key");
         std::fs::create_dir(&sub).unwrap();
-        assert!(matches!(read_key(&sub, dir.path()), Err(ChallengeError::Refused(_))));
+        assert!(matches!(
+            read_key(&sub, dir.path()),
+            Err(ChallengeError::Refused(_))
+        ));
         let missing = dir.path().join("missing.key");
-        assert!(matches!(read_key(&missing, dir.path()), Err(ChallengeError::Refused(_))));
+        assert!(matches!(
+            read_key(&missing, dir.path()),
+            Err(ChallengeError::Refused(_))
+        ));
     }
 }

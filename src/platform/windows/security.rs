@@ -16,12 +16,11 @@ use windows_sys::Win32::Security::Authorization::{
     SetSecurityInfo,
 };
 use windows_sys::Win32::Security::{
-    ACCESS_ALLOWED_ACE, ACE_HEADER, ACL, ACL_REVISION, ACL_SIZE_INFORMATION,
-    AclSizeInformation, AddAccessAllowedAceEx, CONTAINER_INHERIT_ACE,
-    DACL_SECURITY_INFORMATION, GetAce, GetAclInformation, GetLengthSid,
-    GetSecurityDescriptorControl, InitializeAcl, IsValidSid, LookupAccountNameW,
-    OBJECT_INHERIT_ACE, PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
-    SE_DACL_PROTECTED, SID_NAME_USE,
+    ACCESS_ALLOWED_ACE, ACE_HEADER, ACL, ACL_REVISION, ACL_SIZE_INFORMATION, AclSizeInformation,
+    AddAccessAllowedAceEx, CONTAINER_INHERIT_ACE, DACL_SECURITY_INFORMATION, GetAce,
+    GetAclInformation, GetLengthSid, GetSecurityDescriptorControl, InitializeAcl, IsValidSid,
+    LookupAccountNameW, OBJECT_INHERIT_ACE, PROTECTED_DACL_SECURITY_INFORMATION,
+    PSECURITY_DESCRIPTOR, PSID, SE_DACL_PROTECTED, SID_NAME_USE,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     DELETE, FILE_ALL_ACCESS, FILE_GENERIC_EXECUTE, FILE_GENERIC_READ, FILE_GENERIC_WRITE,
@@ -132,7 +131,9 @@ fn lookup_account(name: &str) -> io::Result<Sid> {
         sid.resize(sid_len.max(sid.len() as u32) as usize, 0);
         domain.resize(dom_len.max(domain.len() as u32) as usize, 0);
     }
-    Err(io::Error::other("account lookup kept asking for a larger buffer"))
+    Err(io::Error::other(
+        "account lookup kept asking for a larger buffer",
+    ))
 }
 
 /// The access mask of `R` / `M` / `F`.

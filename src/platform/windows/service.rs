@@ -139,7 +139,9 @@ pub fn install(config: Option<&Path>, env: &Env) -> u8 {
         warn("cannot set restart-on-failure actions", &e);
     }
     match super::eventlog::register_source(&exe) {
-        Ok(()) => println!("kvsync: Event Log source `{SERVICE_NAME}` registered (Application log)"),
+        Ok(()) => {
+            println!("kvsync: Event Log source `{SERVICE_NAME}` registered (Application log)")
+        }
         Err(e) => warn("cannot register the Event Log source", &e),
     }
     println!(
