@@ -44,6 +44,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/faults", post(push_fault).delete(clear_faults))
         .route("/admin/latency", post(set_latency))
         .route("/admin/tokens/invalidate", post(invalidate_tokens))
+        .route(
+            "/admin/challenge-path",
+            put(set_challenge_path).delete(clear_challenge_path),
+        )
         .layer(axum::middleware::from_fn(loopback_only))
         .with_state(shared)
 }
@@ -148,6 +152,23 @@ async fn set_enabled(
 
 async fn counters(State(shared): State<Arc<Shared>>) -> axum::Json<Counters> {
     axum::Json(lock(&shared.counters).clone())
+}
+
+/// `PUT /admin/challenge-path` (body: the path, as text): HIMDS challenges
+/// name it instead of a new key file, and reject every key (hostile-listener
+/// tests from scripts). `DELETE` goes back to real key files.
+async fn set_challenge_path(State(shared): State<Arc<Shared>>, body: String) -> StatusCode {
+    let path = body.trim_end_matches(['\r', '\n']);
+    if path.is_empty() {
+        return StatusCode::BAD_REQUEST;
+    }
+    lock(&shared.settings).challenge_path = Some(std::path::PathBuf::from(path));
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_challenge_path(State(shared): State<Arc<Shared>>) -> StatusCode {
+    lock(&shared.settings).challenge_path = None;
+    StatusCode::NO_CONTENT
 }
 
 async fn reset_counters(State(shared): State<Arc<Shared>>) -> StatusCode {

@@ -5,7 +5,11 @@
 //! 0600) in the token directory; a key is accepted once, then its file is
 //! deleted; a wrong key gets a 401 without a new challenge. With
 //! `set_challenge_path(Some(p))` the challenge names `p`, creates nothing
-//! and every key is rejected (a hostile-listener scenario).
+//! and every key is rejected (a hostile-listener scenario). With a realm
+//! directory set (`Options::realm_dir`, `--realm-dir`), the key file is
+//! still created in the token directory but the challenge names it by that
+//! (Windows) directory: a Windows kvsync under Wine reads it through the
+//! prefix's `drive_c`.
 //!
 //! Extension point: an IMDS flavour (PROTOCOL.md §2: same URL, no challenge,
 //! optional `client_id`/`object_id`/`msi_res_id`) would be another handler
@@ -141,6 +145,7 @@ fn challenge_or_key(shared: &Shared, headers: &HeaderMap) -> Result<(), Response
     let Some(auth) = headers.get(header::AUTHORIZATION) else {
         return Err(challenge(shared));
     };
+    shared.bump(|c| c.himds_authorized += 1);
     let fixed_path = lock(&shared.settings).challenge_path.clone();
     let key = auth
         .to_str()
@@ -166,11 +171,21 @@ fn challenge_or_key(shared: &Shared, headers: &HeaderMap) -> Result<(), Response
 }
 
 fn challenge(shared: &Shared) -> Response {
-    let fixed_path = lock(&shared.settings).challenge_path.clone();
+    let (fixed_path, realm_dir) = {
+        let s = lock(&shared.settings);
+        (s.challenge_path.clone(), s.realm_dir.clone())
+    };
     let path = match fixed_path {
         Some(p) => p,
         None => match new_key_file(shared) {
-            Ok(p) => p,
+            Ok(p) => match (&realm_dir, p.file_name()) {
+                (Some(dir), Some(name)) => PathBuf::from(format!(
+                    "{}\\{}",
+                    dir.trim_end_matches('\\'),
+                    name.to_string_lossy()
+                )),
+                _ => p,
+            },
             Err(e) => {
                 tracing::error!(error = %e, "cannot create key file");
                 return metadata_error(

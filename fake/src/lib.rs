@@ -133,6 +133,12 @@ pub struct Options {
     pub token_lifetime: Duration,
     /// Serve the admin API (`/admin/...`) on the HIMDS port (the binary does).
     pub admin_api: bool,
+    /// Where challenge `.key` files are created; `None` = `<state dir>/tokens`.
+    pub token_dir: Option<PathBuf>,
+    /// How challenges name the token directory, when not by its own path:
+    /// e.g. `C:\ProgramData\AzureConnectedMachineAgent\Tokens` for a Windows
+    /// client under Wine whose `token_dir` is that folder in `drive_c`.
+    pub realm_dir: Option<String>,
 }
 
 impl Default for Options {
@@ -145,6 +151,8 @@ impl Default for Options {
             identity: Identity::default(),
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             admin_api: false,
+            token_dir: None,
+            realm_dir: None,
         }
     }
 }
@@ -180,7 +188,7 @@ impl Emulator {
                 (Some(t), p)
             }
         };
-        let token_dir = dir.join("tokens");
+        let token_dir = opts.token_dir.clone().unwrap_or_else(|| dir.join("tokens"));
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -209,6 +217,7 @@ impl Emulator {
             opts.vault_audience.clone(),
             issuing_ca,
         ));
+        lock(&shared.settings).realm_dir = opts.realm_dir.clone();
         {
             let mut t = lock(&shared.tokens);
             t.identity = opts.identity.clone();

@@ -54,6 +54,15 @@ struct ServeArgs {
     /// Lifetime of issued tokens, e.g. 24h or 90s.
     #[arg(long, value_parser = humantime::parse_duration)]
     token_lifetime: Option<Duration>,
+    /// Where challenge .key files are created [default: <state-dir>/tokens].
+    #[arg(long)]
+    token_dir: Option<PathBuf>,
+    /// Name key files in challenges by this directory instead, e.g.
+    /// 'C:\ProgramData\AzureConnectedMachineAgent\Tokens' with --token-dir
+    /// "$WINEPREFIX/drive_c/ProgramData/AzureConnectedMachineAgent/Tokens"
+    /// (a Windows kvsync under Wine).
+    #[arg(long)]
+    realm_dir: Option<String>,
 }
 
 fn parse_secret(s: &str) -> Result<(String, String), String> {
@@ -97,6 +106,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state_dir: Some(args.state_dir.clone()),
         vault_audience: args.audience,
         admin_api: true,
+        token_dir: args.token_dir.clone(),
+        realm_dir: args.realm_dir.clone(),
         ..Options::default()
     };
     if let Some(lifetime) = args.token_lifetime {

@@ -30,6 +30,11 @@ pub struct Counters {
     /// 401 challenges sent (each created a `.key` file, or named the
     /// `set_challenge_path` file).
     pub himds_challenges: u64,
+    /// HIMDS token requests that carried an `Authorization` header (the
+    /// second GET of the challenge flow, whatever its outcome). A client
+    /// that refused a challenge file makes none.
+    #[serde(default)]
+    pub himds_authorized: u64,
     /// Every request to the IMDS port.
     pub imds_requests: u64,
     /// Every request to the Entra (login) port.
@@ -60,6 +65,11 @@ pub struct Settings {
     /// When set, HIMDS challenges name this path and create no key file; every
     /// `Authorization` is then rejected (attack tests).
     pub challenge_path: Option<PathBuf>,
+    /// When set, challenges name their new key file as `<realm_dir>\<guid>.key`
+    /// (a Windows path, e.g. `C:\ProgramData\AzureConnectedMachineAgent\Tokens`)
+    /// while the file itself is created in the token directory (e.g. that
+    /// folder inside a Wine prefix's `drive_c`).
+    pub realm_dir: Option<String>,
     /// The `compute` object of instance metadata.
     pub compute: Value,
     /// Echo a user-assigned identity selector (`client_id`, `object_id`,
@@ -137,6 +147,7 @@ impl Shared {
                 latency_himds: Duration::ZERO,
                 latency_kv: Duration::ZERO,
                 challenge_path: None,
+                realm_dir: None,
                 compute: default_compute(),
                 echo_selector: false,
                 vault_api_versions: None,

@@ -10,18 +10,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::sync::FailureKind;
+
 type Labels = Vec<(String, String)>;
 
-/// The `kind` label values of `kvsync_failures_total`.
-pub const FAILURE_KINDS: &[&str] = &[
-    "identity",
-    "vault",
-    "certificate",
-    "render",
-    "write",
-    "hook",
-    "config",
-];
 type TimeGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
@@ -61,7 +53,7 @@ impl Metrics {
         registry.register("rounds", "Sync rounds by result", m.rounds.clone());
         registry.register(
             "failures",
-            "Failures by kind (identity, vault, render, write, hook, config)",
+            "Failures by kind (config, identity, vault, certificate, render, verify, write, hook, deadline)",
             m.failures.clone(),
         );
         registry.register("files_written", "Files written", m.files_written.clone());
@@ -96,8 +88,8 @@ impl Metrics {
         for result in ["ok", "failed"] {
             let _ = m.rounds.get_or_create(&label("result", result));
         }
-        for kind in FAILURE_KINDS {
-            let _ = m.failures.get_or_create(&label("kind", kind));
+        for kind in FailureKind::ALL {
+            let _ = m.failures.get_or_create(&label("kind", kind.as_str()));
         }
         Self { registry, ..m }
     }
@@ -106,8 +98,10 @@ impl Metrics {
         self.rounds.get_or_create(&label("result", result)).inc();
     }
 
-    pub fn failure(&self, kind: &str) {
-        self.failures.get_or_create(&label("kind", kind)).inc();
+    pub fn failure(&self, kind: FailureKind) {
+        self.failures
+            .get_or_create(&label("kind", kind.as_str()))
+            .inc();
     }
 
     pub fn file_ok(&self, path: &str, now_unix: f64) {

@@ -19,11 +19,10 @@ use tokio::sync::{mpsc, watch as tokio_watch};
 
 use crate::commands::{self, EXIT_OK, SetupError};
 use crate::env::Env;
-use crate::sync::Engine;
+use crate::sync::{Engine, FailureKind, Outcome, RoundState};
 
 use self::health::Health;
 use self::metrics::Metrics;
-use self::round::PendingHooks;
 use self::schedule::Schedule;
 use self::sdnotify::Notifier;
 use self::watch::ConfigWatcher;
@@ -54,7 +53,9 @@ struct Agent {
     health: Arc<Health>,
     notifier: Notifier,
     schedule: Schedule,
-    pending: PendingHooks,
+    /// Change detection, warn-once sets and hooks still to run: kept
+    /// across rounds and reloads.
+    state: RoundState,
     /// Summary of the last round's failures ("" when healthy), so errors
     /// are logged once per state change rather than once per retry.
     last_state: String,
@@ -96,14 +97,14 @@ pub async fn run(path: &Path, env: &Env, engine: Engine, mut triggers: Triggers)
         metrics,
         health,
         notifier,
-        pending: PendingHooks::default(),
+        state: RoundState::default(),
         last_state: String::new(),
         ready: false,
     };
     loop {
         let outcome = round::run(
             &agent.engine,
-            &mut agent.pending,
+            &mut agent.state,
             &agent.metrics,
             &mut triggers.stop,
         )
@@ -137,12 +138,12 @@ fn start_watcher(config: &crate::config::Config) -> Option<ConfigWatcher> {
 impl Agent {
     /// Metrics, health, logs and notifications after a round; returns the
     /// delay before the next one.
-    fn after_round(&mut self, outcome: &round::RoundOutcome) -> std::time::Duration {
+    fn after_round(&mut self, outcome: &Outcome) -> std::time::Duration {
         let state = outcome.state_key();
         tracing::info!(
             ok = outcome.ok(),
-            files_written = outcome.files_written,
-            hooks_run = outcome.hooks_run,
+            files_written = outcome.changed().count(),
+            hooks_run = outcome.hooks_run.len(),
             failures = outcome.failures.len(),
             "round complete"
         );
@@ -161,8 +162,8 @@ impl Agent {
             self.metrics.round("failed");
             self.health.failure(state.clone());
             if state != self.last_state {
-                for (kind, message) in &outcome.failures {
-                    tracing::error!(kind = *kind, "{message}");
+                for failure in &outcome.failures {
+                    tracing::error!(kind = failure.kind().as_str(), "{failure}");
                 }
             } else {
                 tracing::debug!(failures = outcome.failures.len(), "still failing");
@@ -172,7 +173,7 @@ impl Agent {
         self.last_state = state;
         if outcome.ok() {
             self.schedule.after_success()
-        } else if outcome.transient || !self.pending.is_empty() {
+        } else if outcome.transient() || !self.state.hooks.is_empty() {
             self.schedule.after_failure(None)
         } else {
             self.schedule.after_success()
@@ -220,11 +221,12 @@ impl Agent {
                     .reconfigure(config.agent.interval, config.agent.jitter);
                 self.health.set_interval(config.agent.interval);
                 self.watcher = start_watcher(&config);
+                self.state.retain_declared(&config);
                 self.engine = engine;
                 tracing::info!("config reloaded");
             }
             Err(e) => {
-                self.metrics.failure("config");
+                self.metrics.failure(FailureKind::Config);
                 tracing::error!("config reload rejected, keeping the last valid config:\n{e}");
                 // Re-arm the watcher in case the edit replaced watched dirs.
                 self.watcher = start_watcher(self.engine.config());

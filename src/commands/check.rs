@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::commands::{EXIT_OK, EXIT_SYNC_FAILED, EXIT_USAGE};
-use crate::sync::{Engine, SECS_PER_DAY, unix_now};
+use crate::sync::{Engine, RoundOptions, RoundState, SECS_PER_DAY, unix_now};
 
 pub fn run(path: &Path) -> u8 {
     let config = match crate::config::load(path) {
@@ -36,9 +36,11 @@ pub fn run(path: &Path) -> u8 {
 /// identity and report what would be delivered (never a value). Exit 1 if
 /// any fetch or certificate normalisation fails.
 pub async fn online(engine: &Engine) -> u8 {
-    let (mut ctx, fetch_errors) = engine.fetch_each().await;
-    let cert_errors = engine.add_certificates(&mut ctx);
-    engine.warn_expiring(&ctx);
+    let (_never, mut stop) = tokio::sync::watch::channel(false);
+    let outcome = engine
+        .round(&mut RoundState::default(), RoundOptions::check(), &mut stop)
+        .await;
+    let ctx = outcome.context.unwrap_or_default();
     let now = unix_now();
     let mut out = std::io::stdout().lock();
     for (alias, spec) in &engine.config().secrets {
@@ -76,16 +78,10 @@ pub async fn online(engine: &Engine) -> u8 {
     }
     let _ = out.flush();
     drop(out);
-    let mut failed = false;
-    for (alias, e) in &fetch_errors {
-        eprintln!("kvsync: secret '{alias}': {e}");
-        failed = true;
-    }
-    for e in &cert_errors {
+    for e in &outcome.failures {
         eprintln!("kvsync: {e}");
-        failed = true;
     }
-    if failed {
+    if !outcome.failures.is_empty() {
         eprintln!("({})", crate::TROUBLESHOOTING);
         EXIT_SYNC_FAILED
     } else {

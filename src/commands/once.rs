@@ -3,38 +3,43 @@
 use std::io::Write;
 
 use crate::commands::{EXIT_OK, EXIT_SYNC_FAILED};
-use crate::sync::{Engine, RoundOptions};
+use crate::sync::{Engine, Outcome, RoundOptions, RoundState};
 use crate::write::Change;
 
 /// Run one round and report; returns the exit code.
 pub async fn run(engine: &Engine, dry_run: bool) -> u8 {
-    match engine.once(RoundOptions { dry_run }).await {
-        Ok(report) => {
-            if dry_run {
-                print_plan(&report);
-            } else {
-                let changed = report.changed().count();
-                tracing::info!(
-                    files = report.files.len(),
-                    changed,
-                    hooks = report.hooks_run.len(),
-                    "sync complete"
-                );
-            }
-            EXIT_OK
+    let (_never, mut stop) = tokio::sync::watch::channel(false);
+    let mut state = RoundState::default();
+    let outcome = engine
+        .round(&mut state, RoundOptions::once(dry_run), &mut stop)
+        .await;
+    if outcome.ok() {
+        if dry_run {
+            print_plan(&outcome);
+        } else {
+            tracing::info!(
+                files = outcome.files.len(),
+                changed = outcome.changed().count(),
+                hooks = outcome.hooks_run.len(),
+                "sync complete"
+            );
         }
-        Err(e) => {
-            tracing::error!("sync failed, no file was left half-written");
-            eprintln!("kvsync: sync failed:\n{e}\n({})", crate::TROUBLESHOOTING);
-            EXIT_SYNC_FAILED
-        }
+        EXIT_OK
+    } else {
+        tracing::error!("sync failed, no file was left half-written");
+        eprintln!(
+            "kvsync: sync failed:\n{}\n({})",
+            outcome.failure_text(),
+            crate::TROUBLESHOOTING
+        );
+        EXIT_SYNC_FAILED
     }
 }
 
 /// `--dry-run` output: one line per file, never a value.
-fn print_plan(report: &crate::sync::RoundReport) {
+fn print_plan(outcome: &Outcome) {
     let mut out = std::io::stdout().lock();
-    for file in &report.files {
+    for file in &outcome.files {
         let verb = match file.change {
             Change::Created => "would create",
             Change::Updated => "would change",

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use super::{Engine, FetchErrors, Job, unix_now};
+use super::{Engine, Job, SyncError, unix_now};
 use crate::config::SecretSpec;
 use crate::render;
 use crate::vault::{LIST_PAGE_SIZE, SecretBundle, SecretListItem, VaultError, vault_label};
@@ -189,13 +189,22 @@ impl ChangeCache {
     pub fn forget(&self, alias: &str) {
         self.lock().bundles.remove(alias);
     }
+
+    /// Keep only the bundles of the aliases `keep` accepts (after a reload:
+    /// the secrets still declared).
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.lock().bundles.retain(|alias, _| keep(alias));
+    }
 }
 
 impl Engine {
-    /// Like [`Engine::fetch_each`], for the agent's rounds: reuses the
-    /// bundles of earlier rounds and GETs only what each vault's list shows
-    /// as changed; a secret absent from the list fails like a 404.
-    pub async fn fetch_changed(&self) -> (render::Context, FetchErrors) {
+    /// Fetch every declared secret (instance metadata first when used),
+    /// at most `[agent] concurrency` GETs at once, reusing the bundles of
+    /// earlier rounds in `changes` and GETting only what each vault's list
+    /// shows as changed (with an empty cache: everything); a secret absent
+    /// from the list fails like a 404. The context holds what succeeded
+    /// (certificates are added later), the list the failures, by alias.
+    pub(crate) async fn fetch(&self, changes: &ChangeCache) -> (render::Context, Vec<SyncError>) {
         let (instance, jobs, mut errors) = self.resolve_vaults().await;
         let mut by_vault: BTreeMap<Url, Vec<&SecretSpec>> = BTreeMap::new();
         for (spec, url) in jobs {
@@ -208,15 +217,18 @@ impl Engine {
         let mut to_get: Vec<Job<'_>> = Vec::new();
         let mut reused = 0usize;
         for (vault, specs) in by_vault {
-            let listed = self.list_for(&vault, &specs).await;
+            let listed = list_for(self, changes, &vault, &specs).await;
             for spec in specs {
-                match self.changes.plan(spec, &vault, listed.as_ref()) {
+                match changes.plan(spec, &vault, listed.as_ref()) {
                     Plan::Reuse(bundle) => {
                         reused += 1;
                         ctx.secrets.insert(spec.alias.clone(), bundle);
                     }
                     Plan::Get => to_get.push((spec, vault.clone())),
-                    Plan::Gone(e) => errors.push((spec.alias.clone(), e)),
+                    Plan::Gone(error) => errors.push(SyncError::Fetch {
+                        alias: spec.alias.clone(),
+                        error,
+                    }),
                 }
             }
         }
@@ -224,43 +236,48 @@ impl Engine {
         for ((spec, url), result) in self.get_many(to_get).await {
             match result {
                 Ok(bundle) => {
-                    self.changes.store(spec, &url, &bundle);
+                    changes.store(spec, &url, &bundle);
                     ctx.secrets.insert(spec.alias.clone(), bundle);
                 }
-                Err(e) => {
-                    self.changes.forget(&spec.alias);
-                    errors.push((spec.alias.clone(), e));
+                Err(error) => {
+                    changes.forget(&spec.alias);
+                    errors.push(SyncError::Fetch {
+                        alias: spec.alias.clone(),
+                        error,
+                    });
                 }
             }
         }
-        errors.sort_by(|a, b| a.0.cmp(&b.0));
+        // One order whatever the GETs' completion order (alias order).
+        errors.sort_by_cached_key(ToString::to_string);
         (ctx, errors)
     }
+}
 
-    /// The list of `vault` by lowercase name, when it is worth listing this
-    /// round for `specs` and listing succeeds.
-    async fn list_for(
-        &self,
-        vault: &Url,
-        specs: &[&SecretSpec],
-    ) -> Option<HashMap<String, SecretListItem>> {
-        if !self.changes.should_list(vault, specs) {
-            return None;
+/// The list of `vault` by lowercase name, when it is worth listing this
+/// round for `specs` and listing succeeds.
+async fn list_for(
+    engine: &Engine,
+    changes: &ChangeCache,
+    vault: &Url,
+    specs: &[&SecretSpec],
+) -> Option<HashMap<String, SecretListItem>> {
+    if !changes.should_list(vault, specs) {
+        return None;
+    }
+    match engine.vault.list_secrets(vault).await {
+        Ok(items) => {
+            changes.listed(vault, items.len(), specs.len());
+            Some(
+                items
+                    .into_iter()
+                    .map(|i| (i.name.to_ascii_lowercase(), i))
+                    .collect(),
+            )
         }
-        match self.vault.list_secrets(vault).await {
-            Ok(items) => {
-                self.changes.listed(vault, items.len(), specs.len());
-                Some(
-                    items
-                        .into_iter()
-                        .map(|i| (i.name.to_ascii_lowercase(), i))
-                        .collect(),
-                )
-            }
-            Err(e) => {
-                self.changes.list_failed(vault, &e);
-                None
-            }
+        Err(e) => {
+            changes.list_failed(vault, &e);
+            None
         }
     }
 }

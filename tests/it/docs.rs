@@ -1,6 +1,5 @@
 //! The documentation's examples stay true: every TOML block in README.md parses as a kvsync config, and every config in `config/`
 //! loads and compiles its templates.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,9 +1,6 @@
 //! Config loading (SPEC.md "Config file"): every invalid config names the
 //! file, line, column and key; all problems are reported at once; examples in
 //! config/ parse; relative paths resolve against the config's directory.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-// Tests write fixture files directly.
-#![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -676,7 +673,7 @@ fn check_command_reports_diagnostics_and_exits_2() {
 #[test]
 fn demo_summary_is_pinned() {
     let c = config::parse(
-        include_str!("../config/demo.toml"),
+        include_str!("../../config/demo.toml"),
         Path::new("/repo/config/demo.toml"),
     )
     .unwrap();
@@ -707,7 +704,7 @@ files (2):
 /// a valid config: the reference cannot drift from the parser.
 #[test]
 fn config_reference_examples_parse() {
-    let doc = include_str!("../docs/CONFIG.md");
+    let doc = include_str!("../../docs/CONFIG.md");
     let mut text = String::from(VAULT);
     let mut blocks = 0;
     let mut in_block = false;
@@ -729,4 +726,71 @@ fn config_reference_examples_parse() {
     let c = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(c.secrets.len(), 5);
     assert_eq!(c.files.len(), 3);
+}
+
+// Hooks as argv, per-file hook_timeout, platform protection keys (issue 11).
+
+#[test]
+fn on_change_string_or_array() {
+    let c = parse(&with_vault(
+        "[[file]]\npath = \"/a\"\ncontents = \"a\"\non_change = \"nginx -s reload\"\n\
+         [[file]]\npath = \"/b\"\ncontents = \"b\"\non_change = [\"systemctl\", \"reload\", \"nginx\"]\n\
+         verify = [\"/usr/bin/check\", \"--strict\"]\nhook_timeout = \"5s\"\n",
+    ))
+    .unwrap();
+    let a = c.files[0].on_change.as_ref().unwrap();
+    assert_eq!(a.as_shell(), Some("nginx -s reload"));
+    assert_eq!(a.timeout, None);
+    let b = c.files[1].on_change.as_ref().unwrap();
+    assert_eq!(b.as_shell(), None);
+    assert_eq!(b.to_string(), r#"["systemctl","reload","nginx"]"#);
+    assert_eq!(b.timeout, Some(Duration::from_secs(5)));
+    let v = c.files[1].verify.as_ref().unwrap();
+    assert_eq!(v.to_string(), r#"["/usr/bin/check","--strict"]"#);
+    assert_eq!(v.timeout, Some(Duration::from_secs(5)));
+}
+
+#[test]
+fn on_change_array_must_name_a_program() {
+    let t = with_vault("[[file]]\npath = \"/a\"\ncontents = \"a\"\non_change = []\n");
+    assert_diag(&t, "file[0].on_change", 5, "expected a program");
+    let t = with_vault("[[file]]\npath = \"/a\"\ncontents = \"a\"\non_change = [\"x\", 1]\n");
+    assert_diag(&t, "file[0].on_change", 5, "array of strings");
+    let t = with_vault("[[file]]\npath = \"/a\"\ncontents = \"a\"\nverify = 3\n");
+    assert_diag(&t, "file[0].verify", 5, "a command string or an array");
+}
+
+#[test]
+fn a_hook_group_agrees_on_its_timeout() {
+    let t = with_vault(
+        "[[file]]\npath = \"/a\"\ncontents = \"a\"\non_change = [\"r\"]\nhook_timeout = \"5s\"\n\
+         [[file]]\npath = \"/b\"\ncontents = \"b\"\non_change = [\"r\"]\nhook_timeout = \"6s\"\n",
+    );
+    assert_diag(&t, "file[1].hook_timeout", 11, "must agree");
+    let t = with_vault("[[file]]\npath = \"/a\"\ncontents = \"a\"\nhook_timeout = \"0s\"\n");
+    assert_diag(&t, "file[0].hook_timeout", 5, "greater than zero");
+}
+
+#[test]
+#[cfg(unix)]
+fn acl_on_unix_names_the_unix_keys() {
+    let t = with_vault("[[file]]\npath = \"/a\"\ncontents = \"a\"\nacl = [\"SYSTEM:F\"]\n");
+    assert_diag(
+        &t,
+        "file[0].acl",
+        5,
+        "Windows only; on this platform use mode/owner/group",
+    );
+}
+
+#[test]
+#[cfg(unix)]
+fn the_windows_example_fails_on_unix_only_for_its_acl() {
+    let e = config::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/windows/kvsync.toml"
+    )))
+    .unwrap_err();
+    let keys: Vec<&str> = e.diagnostics.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(keys, ["file[0].acl"], "{e}");
 }

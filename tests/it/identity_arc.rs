@@ -1,18 +1,15 @@
 //! Azure Arc HIMDS challenge flow (PROTOCOL.md §1) against a scripted
 //! loopback server: the happy path, every refused challenge path (the file
 //! is never opened, nothing is sent a second time), and error messages.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::support::mock::{MockServer, Response};
 use kvsync::http::RetryPolicy;
 use kvsync::identity::arc::ArcSource;
 use kvsync::identity::{IdentityError, TokenSource};
 use secrecy::ExposeSecret;
-use support::{MockServer, Response};
 
 const AUDIENCE: &str = "https://vault.azure.net";
 const TOKEN: &str = "eyJhbGciOiJub25lIn0.eyJvaWQiOiJ4In0.TOKEN-CANARY";

@@ -5,15 +5,11 @@
 //!
 //! They need root and the packages; without them they SKIP loudly, or fail
 //! when `KVSYNC_E2E_REQUIRED` is set (CI). See tests/e2e/mod.rs.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
-
-mod e2e;
-mod harness;
 
 use std::path::Path;
 
-use e2e::postgres::Postgres;
-use harness::{Harness, mode, read, stderr, stdout};
+use crate::support::e2e::{self, postgres::Postgres};
+use crate::support::harness::{Harness, mode, read, stderr, stdout};
 
 /// Role password before and after rotation. Both contain `:` and `\` so
 /// the pgpass escaping is exercised (an unescaped `:` would split the line
@@ -149,8 +145,8 @@ async fn postgres_pgpass_follows_rotation() {
 
 // ---------------------------------------------------------------- nginx ---
 
-use e2e::nginx::Nginx;
-use e2e::tls_client::{self, normalize_serial};
+use crate::support::e2e::nginx::Nginx;
+use crate::support::e2e::tls_client::{self, normalize_serial};
 
 /// Bound on how long a reload may take to show in what nginx serves. nginx
 /// applies `-s reload` asynchronously (the master re-reads its config, starts

@@ -1,7 +1,6 @@
 //! Test harness: an in-process Azure emulator plus a scratch directory, a
 //! config writer that points every endpoint at the emulator, and a runner for
 //! the real `kvsync` binary.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -1,7 +1,6 @@
 //! The deploy/nginx and deploy/postgresql recipes: `kvsync check` accepts
 //! their configs (templates resolved relative to the config file), and the
 //! properties their READMEs promise hold in the configs themselves.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 

@@ -8,12 +8,6 @@
 //!
 //! Every external command runs under a timeout; nothing here talks to a
 //! non-loopback address.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_methods
-)]
 
 pub mod nginx;
 pub mod postgres;

@@ -1,7 +1,6 @@
 //! A tiny scripted HTTP/1.1 server on 127.0.0.1 for the cases the emulator
 //! cannot produce (a malicious "HIMDS" naming arbitrary files, odd header
 //! spellings). Each request is recorded; the handler picks the answer.
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

@@ -2,21 +2,18 @@
 //! plain HTTP (the TLS path is covered by the emulator tests): URLs and
 //! headers, the bundle, every error mapping, retries and their bounds, and
 //! that no token ever appears in an error.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use crate::support::mock::{MockServer, Request, Response};
 use base64::Engine;
 use kvsync::http::RetryPolicy;
 use kvsync::identity::cache::TokenCache;
 use kvsync::identity::{AccessToken, IdentityError, SourceInfo, TokenSource};
 use kvsync::vault::{VaultClient, VaultError};
 use secrecy::ExposeSecret;
-use support::{MockServer, Request, Response};
 
 const AUDIENCE: &str = "https://kv.test";
 const OID: &str = "0a1b2c3d-0000-4000-8000-00000000abcd";
@@ -484,5 +481,4 @@ async fn list_forbidden_is_distinguishable() {
 
 // ---- Against the emulator (kvsync-fake): real HTTPS, real HIMDS flow. ----
 
-#[path = "vault/emulator.rs"]
 mod emulator;

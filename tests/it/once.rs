@@ -1,10 +1,7 @@
 //! `kvsync once` end to end: the real binary against the in-process Azure
 //! emulator (Arc HIMDS challenge flow + Key Vault over HTTPS).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
-
-use harness::{Harness, mode, read, stamp, stderr, stdout, temp_leftovers};
+use crate::support::harness::{Harness, mode, read, stamp, stderr, stdout, temp_leftovers};
 use kvsync_fake::{Fault, Service};
 
 const CANARY_A: &str = "canary-A-7f3e9b1c";

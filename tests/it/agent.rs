@@ -1,13 +1,10 @@
 //! `kvsync run` end to end: the real agent binary against the in-process
 //! emulator. Tests wait for the agent's "round complete" log events, never
 //! for fixed sleeps, and assert on files, hook runs and request counters.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{Harness, read, stamp, temp_leftovers};
+use crate::support::harness::{Harness, read, stamp, temp_leftovers};
 use kvsync_fake::{Fault, Service};
 use nix::sys::signal::Signal;
 

@@ -1,7 +1,6 @@
 //! Azure VM IMDS, Kubernetes workload identity and `auto` selection against
 //! the emulator (kvsync-fake). Loopback only: IMDS is the emulator's IMDS
 //! port, never 169.254.169.254.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::time::Duration;
 

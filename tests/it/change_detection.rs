@@ -2,13 +2,10 @@
 //! the emulator's request counters: unchanged rounds cost list pages only,
 //! a rotation costs one GET, a deleted secret fails its alias from the list
 //! alone, and a forbidden list falls back to per-secret GETs.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod harness;
 
 use std::fmt::Write as _;
 
-use harness::{Agent, Harness, read};
+use crate::support::harness::{Agent, Harness, read};
 use kvsync_fake::{Counters, Fault, Service};
 
 /// Rounds allowed before the cache is certain (bundles fetched within

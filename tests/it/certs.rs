@@ -1,7 +1,6 @@
 //! Certificate normalisation (src/certs): PEM in any order, PFX with both
 //! encodings of "no password", chain order, key match, and PFX output that
 //! OpenSSL 3 reads. Fixtures: tests/fixtures/certs/README.md.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};

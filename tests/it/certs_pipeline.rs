@@ -4,14 +4,11 @@
 //! order, PFX readability (with and without a password), rotation, the
 //! non-exportable error, expiry warnings, `check --online`, `verify` and
 //! hook-group rollback. No key material may appear in any output.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
-
-mod harness;
 
 use std::process::Output;
 
+use crate::support::harness::{self, Harness, read, stamp, stderr, stdout};
 use base64::Engine as _;
-use harness::{Harness, read, stamp, stderr, stdout};
 use kvsync_fake::{CertContentType, CertKey, CertOptions, IssuedCertificate};
 
 /// `openssl ARGS` (stdin from `input`), asserting success; stdout.

@@ -2,13 +2,10 @@
 //! for each identity source, proxies (Key Vault and login through
 //! HTTPS_PROXY, metadata endpoints never), and instance metadata in
 //! templates and vault URLs.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
-
-mod harness;
 
 use std::sync::{Arc, Mutex};
 
-use harness::{Harness, read, stderr, stdout};
+use crate::support::harness::{Harness, read, stderr, stdout};
 use kvsync_fake::WorkloadApp;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,7 +5,6 @@
 //!
 //! Every template in the repository's `templates/` is also compiled and
 //! rendered against a synthetic context.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

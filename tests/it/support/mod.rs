@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests.
+
+pub mod e2e;
+pub mod harness;
+pub mod mock;
