@@ -36,6 +36,7 @@ pub mod logging;
 pub mod platform;
 pub mod render;
 pub mod secret;
+pub mod store;
 pub mod sync;
 pub mod vault;
 // The file writer is per platform with one API: Unix below `write/`,

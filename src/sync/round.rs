@@ -29,10 +29,12 @@ use super::Engine;
 use super::changes::ChangeCache;
 use super::failure::SyncError;
 use super::stage::{self, Backups, StagedFile};
+use crate::certs::CertMaterial;
 use crate::config::Config;
 use crate::hooks::{self, Hook};
 use crate::render;
 use crate::secret::SecretBytes;
+use crate::store::StoreReport;
 use crate::write::{self, Change};
 
 /// What a failure before the first write costs.
@@ -129,11 +131,11 @@ impl HookQueue {
 /// Distinct `on_change` commands in config order (first appearance).
 fn hook_order(config: &Config) -> Vec<&Hook> {
     let mut out: Vec<&Hook> = Vec::new();
-    for file in &config.files {
-        if let Some(c) = file.on_change.as_ref() {
-            if !out.contains(&c) {
-                out.push(c);
-            }
+    let files = config.files.iter().map(|f| f.on_change.as_ref());
+    let stores = config.stores.iter().map(|s| s.on_change.as_ref());
+    for c in files.chain(stores).flatten() {
+        if !out.contains(&c) {
+            out.push(c);
         }
     }
     out
@@ -184,6 +186,8 @@ pub struct Outcome {
     pub secret_expiries: Vec<(String, i64)>,
     /// The fetched secrets and certificates ([`Scope::Fetch`] only).
     pub context: Option<render::Context>,
+    /// What each `[[store]]` did (or, in a dry run, would do).
+    pub stores: Vec<StoreReport>,
 }
 
 impl Outcome {
@@ -252,6 +256,8 @@ struct Prepared {
     /// Staged (or, in a plan, rendered) groups ready to commit.
     ready: Vec<(HookGroup, Vec<StagedFile>)>,
     planned: Vec<FileOutcome>,
+    /// `[[store]]` indexes with their certificate, for the store step.
+    stores: Vec<(usize, CertMaterial)>,
 }
 
 /// Resolves when `stop` turns true; never when its sender is gone.
@@ -288,18 +294,21 @@ impl Engine {
         let Some(prepared) = prepared else {
             return outcome;
         };
+        let Prepared {
+            ready,
+            planned,
+            stores,
+        } = prepared;
         if options.scope != Scope::Write {
-            outcome.files = prepared.planned;
+            outcome.files = planned;
+            self.sync_stores(&stores, true, state, &mut outcome);
             return outcome;
         }
         let mut backups = Backups::new();
-        self.commit(
-            prepared.ready,
-            options.policy,
-            state,
-            &mut backups,
-            &mut outcome,
-        );
+        self.commit(ready, options.policy, state, &mut backups, &mut outcome);
+        if options.policy == Policy::PerGroup || outcome.failures.is_empty() {
+            self.sync_stores(&stores, false, state, &mut outcome);
+        }
         self.run_hooks(state, &mut backups, &mut outcome).await;
         outcome
     }
@@ -360,10 +369,18 @@ impl Engine {
         for (index, bytes) in order.into_iter().zip(rendered) {
             by_file[index] = bytes;
         }
+        let stores: Vec<(usize, CertMaterial)> = self
+            .config()
+            .stores
+            .iter()
+            .enumerate()
+            .filter_map(|(i, spec)| ctx.certs.get(&spec.alias).map(|c| (i, c.clone())))
+            .collect();
         if options.scope == Scope::Plan {
             return Some(Prepared {
                 ready: Vec::new(),
                 planned: self.plan(&by_file, outcome),
+                stores,
             });
         }
         let ok_groups: Vec<(usize, HookGroup)> = groups
@@ -409,6 +426,7 @@ impl Engine {
         Some(Prepared {
             ready,
             planned: Vec::new(),
+            stores,
         })
     }
 
@@ -524,6 +542,49 @@ impl Engine {
         }
         if let Err(e) = stage::sync_dirs(&unsynced) {
             outcome.failures.push(SyncError::Write(e));
+        }
+    }
+
+    /// The `[[store]]` step (after the files, before the hooks): each
+    /// store brought in step with its certificate; a store that added a
+    /// version queues its hook with `KVSYNC_CHANGED` = the new thumbprint.
+    fn sync_stores(
+        &self,
+        stores: &[(usize, CertMaterial)],
+        dry_run: bool,
+        state: &mut RoundState,
+        outcome: &mut Outcome,
+    ) {
+        for (index, material) in stores {
+            let spec = &self.config().stores[*index];
+            match crate::store::sync(spec, material, dry_run) {
+                Ok(report) => {
+                    if !dry_run && report.changed() {
+                        tracing::info!(
+                            store = %report.store,
+                            alias = %report.alias,
+                            thumbprint = %report.thumbprint,
+                            added = report.added,
+                            intermediates = ?report.intermediates,
+                            linked = ?report.linked,
+                            rebound = ?report.rebound,
+                            removed = ?report.removed,
+                            kept_bound = ?report.kept_bound,
+                            "certificate store updated"
+                        );
+                    } else if !dry_run {
+                        tracing::debug!(store = %report.store, thumbprint = %report.thumbprint, "certificate store unchanged");
+                    }
+                    if let (false, true, Some(hook)) = (dry_run, report.added, &spec.on_change) {
+                        state.hooks.push(hook, [PathBuf::from(&report.thumbprint)]);
+                    }
+                    outcome.stores.push(report);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "certificate store step failed");
+                    outcome.failures.push(SyncError::Store(e));
+                }
+            }
         }
     }
 
