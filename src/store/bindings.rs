@@ -82,6 +82,62 @@ impl SslBinding {
     }
 }
 
+/// Size of `SOCKADDR_STORAGE`, the largest socket address http.sys keys use.
+pub const SOCKADDR_STORAGE_LEN: usize = 128;
+/// Windows' `AF_INET` and `AF_INET6` (ws2def.h; AF_INET6 is 23 there, not
+/// Linux's 10).
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 23;
+
+/// `addr` in Windows' `SOCKADDR_IN` / `SOCKADDR_IN6` layout, zero-padded to
+/// a `SOCKADDR_STORAGE`: family (little-endian), port (network order), then
+/// the IPv4 address, or flow info, IPv6 address and scope id.
+pub fn sockaddr_bytes(addr: &SocketAddr) -> [u8; SOCKADDR_STORAGE_LEN] {
+    let mut out = [0u8; SOCKADDR_STORAGE_LEN];
+    out[2..4].copy_from_slice(&addr.port().to_be_bytes());
+    match addr {
+        SocketAddr::V4(a) => {
+            out[0..2].copy_from_slice(&AF_INET.to_le_bytes());
+            out[4..8].copy_from_slice(&a.ip().octets());
+        }
+        SocketAddr::V6(a) => {
+            out[0..2].copy_from_slice(&AF_INET6.to_le_bytes());
+            out[4..8].copy_from_slice(&a.flowinfo().to_le_bytes());
+            out[8..24].copy_from_slice(&a.ip().octets());
+            out[24..28].copy_from_slice(&a.scope_id().to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The reverse of [`sockaddr_bytes`]; `None` for another family or too few
+/// bytes.
+pub fn sockaddr_from_bytes(b: &[u8]) -> Option<SocketAddr> {
+    let u16_at = |i: usize| b.get(i..i + 2).map(|s| [s[0], s[1]]);
+    let u32_at = |i: usize| {
+        b.get(i..i + 4)
+            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    };
+    let family = u16::from_le_bytes(u16_at(0)?);
+    let port = u16::from_be_bytes(u16_at(2)?);
+    match family {
+        AF_INET => {
+            let ip: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::from((ip, port)))
+        }
+        AF_INET6 => {
+            let ip: [u8; 16] = b.get(8..24)?.try_into().ok()?;
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip.into(),
+                port,
+                u32_at(4)?,
+                u32_at(24)?,
+            )))
+        }
+        _ => None,
+    }
+}
+
 /// One planned update: the binding as read, and as it will be written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rebind {
@@ -210,6 +266,26 @@ mod tests {
         );
         let b = bound(&bindings);
         assert_eq!(b, [old, other].into());
+    }
+
+    #[test]
+    fn socket_addresses_use_the_windows_layout() {
+        let v4: SocketAddr = "10.1.2.3:443"
+            .parse()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+        let b = sockaddr_bytes(&v4);
+        assert_eq!(&b[..8], &[2, 0, 0x01, 0xbb, 10, 1, 2, 3]);
+        assert!(b[8..].iter().all(|&x| x == 0));
+        assert_eq!(sockaddr_from_bytes(&b), Some(v4));
+        let v6: SocketAddr = "[::1]:8443"
+            .parse()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+        let b = sockaddr_bytes(&v6);
+        assert_eq!(&b[..4], &[23, 0, 0x20, 0xfb]);
+        assert_eq!(b[23], 1);
+        assert_eq!(sockaddr_from_bytes(&b), Some(v6));
+        assert_eq!(sockaddr_from_bytes(&[10, 0, 1, 1]), None);
+        assert_eq!(sockaddr_from_bytes(&[2, 0]), None);
     }
 
     #[test]
