@@ -55,13 +55,22 @@ fn write_summary(out: &mut String, c: &Config) -> std::fmt::Result {
     writeln!(out, "files ({}):", c.files.len())?;
     for f in &c.files {
         writeln!(out, "  {} <- {}", f.path.display(), source(&f.source))?;
-        let owner = f.owner.map_or_else(|| "-".to_owned(), |u| u.to_string());
-        let group = f.group.map_or_else(|| "-".to_owned(), |g| g.to_string());
-        write!(
-            out,
-            "      mode {:04o}, owner {owner}, group {group}, dir_mode {:04o}",
-            f.mode, f.dir_mode
-        )?;
+        if cfg!(windows) {
+            let acl = if f.acl.is_empty() {
+                "default (SYSTEM, Administrators)".to_owned()
+            } else {
+                Vec::from_iter(f.acl.iter().map(ToString::to_string)).join(", ")
+            };
+            write!(out, "      acl {acl}")?;
+        } else {
+            let owner = f.owner.map_or_else(|| "-".to_owned(), |u| u.to_string());
+            let group = f.group.map_or_else(|| "-".to_owned(), |g| g.to_string());
+            write!(
+                out,
+                "      mode {:04o}, owner {owner}, group {group}, dir_mode {:04o}",
+                f.mode, f.dir_mode
+            )?;
+        }
         match &f.on_change {
             Some(cmd) => writeln!(out, ", on_change: {cmd}")?,
             None => writeln!(out)?,

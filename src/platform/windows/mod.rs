@@ -219,3 +219,83 @@ impl Drop for HookGuard {
 pub use service::{
     install as service_install, run_service as service_run, uninstall as service_uninstall,
 };
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use crate::hooks::{Hook, HookError, run};
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn string_hooks_run_in_cmd_with_the_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out.txt");
+        let hook = Hook::shell(format!("echo %KVSYNC_CHANGED%> \"{}\"", out.display()));
+        run(&hook, &[PathBuf::from(r"C:\a b.txt")], LONG)
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(text.trim_end(), r"C:\a b.txt");
+        let err = run(&Hook::shell("echo oops 1>&2 & exit 3"), &[], LONG)
+            .await
+            .unwrap_err();
+        let HookError::Failed {
+            status,
+            stderr_tail,
+            ..
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        assert!(status.contains('3'), "{status}");
+        assert!(stderr_tail.contains("oops"), "{stderr_tail}");
+    }
+
+    #[tokio::test]
+    async fn argv_hooks_run_the_program_directly() {
+        let cmd = super::cmd_exe().display().to_string();
+        let err = run(&Hook::argv([cmd.as_str(), "/D", "/C", "exit 4"]), &[], LONG)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, HookError::Failed { status, .. } if status.contains('4')),
+            "{err:?}"
+        );
+        let err = run(&Hook::argv([r"C:\no\such\program.exe"]), &[], LONG)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HookError::Spawn { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn timeout_terminates_the_job() {
+        let hook = Hook::shell("for /L %i in (1,0,2) do @rem")
+            .with_timeout(Some(Duration::from_millis(500)));
+        let err = run(&hook, &[], LONG).await.unwrap_err();
+        assert!(matches!(err, HookError::Timeout { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn default_paths_follow_the_environment() {
+        let env = crate::env::Env::empty()
+            .with("PROGRAMDATA", r"D:\Data")
+            .with("ProgramFiles", r"D:\Programs");
+        assert_eq!(
+            super::default_config_path(&env),
+            PathBuf::from(r"D:\Data\kvsync\kvsync.toml")
+        );
+        assert_eq!(
+            super::arc_token_dir(&env).unwrap(),
+            PathBuf::from(r"D:\Data\AzureConnectedMachineAgent\Tokens")
+        );
+        assert_eq!(
+            super::arc_agent_binary(&env),
+            PathBuf::from(r"D:\Programs\AzureConnectedMachineAgent\himds.exe")
+        );
+        assert!(super::arc_token_dir(&crate::env::Env::empty()).is_err());
+    }
+}
