@@ -112,9 +112,9 @@ on_change = ['C:\windows\system32\cmd.exe', '/D', '/C', 'echo %KVSYNC_CHANGED%>>
 TOML
 
 REG='HKLM\Software\Microsoft\SystemCertificates'
-thumbs() { "$WINE" reg query "$REG\\$1\\Certificates" 2>/dev/null | tr -d '\r' | sed -nE 's/.*\\Certificates\\([0-9A-Fa-f]{40})$/\1/p' | tr a-f A-F | sort; }
+thumbs() { { "$WINE" reg query "$REG\\$1\\Certificates" 2>/dev/null || true; } | tr -d '\r' | sed -nE 's/.*\\Certificates\\([0-9A-Fa-f]{40})$/\1/p' | tr a-f A-F | sort; }
 # The certificate's serialized properties (the Blob value) as one hex string.
-blob() { "$WINE" reg query "$REG\\My\\Certificates\\$1" /v Blob 2>/dev/null | tr -d '\r' | sed -nE 's/.*REG_BINARY[[:space:]]+([0-9A-Fa-f]+).*/\1/p'; }
+blob() { { "$WINE" reg query "$REG\\My\\Certificates\\$1" /v Blob 2>/dev/null || true; } | tr -d '\r' | sed -nE 's/.*REG_BINARY[[:space:]]+([0-9A-Fa-f]+).*/\1/p'; }
 # Property $2 (decimal id) of certificate $1, hex, from the Blob: a list of
 # (id u32, encoding u32, length u32, data) little-endian elements.
 prop() {

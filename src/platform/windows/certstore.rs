@@ -322,8 +322,7 @@ fn import(spec: &StoreSpec, material: &CertMaterial, hash: &[u8]) -> Result<(Sto
         cbData: pfx.len() as u32,
         pbData: pfx.as_ptr() as *mut u8,
     };
-    let mut flags = PKCS12_PREFER_CNG_KSP;
-    flags |= match spec.location {
+    let mut flags = match spec.location {
         StoreLocation::LocalMachine => CRYPT_MACHINE_KEYSET,
         StoreLocation::CurrentUser => CRYPT_USER_KEYSET,
     };
@@ -331,9 +330,18 @@ fn import(spec: &StoreSpec, material: &CertMaterial, hash: &[u8]) -> Result<(Sto
         flags |= CRYPT_EXPORTABLE;
     }
     let pw = Zeroizing::new(wide(password.as_str()));
-    // SAFETY: blob and pw are alive for the call; the returned store is
-    // ours to close.
-    let h = unsafe { PFXImportCertStore(&blob, pw.as_ptr(), flags) };
+    // CNG first (its key takes NCRYPT_SECURITY_DESCR_PROPERTY); Wine 8
+    // refuses PKCS12_PREFER_CNG_KSP (NULL, last error 0), so the second try
+    // leaves the choice of provider to the system.
+    let mut h = std::ptr::null_mut();
+    for extra in [PKCS12_PREFER_CNG_KSP, 0] {
+        // SAFETY: blob and pw are alive for the call; the returned store is
+        // ours to close.
+        h = unsafe { PFXImportCertStore(&blob, pw.as_ptr(), flags | extra) };
+        if !h.is_null() {
+            break;
+        }
+    }
     if h.is_null() {
         return Err(last_error("PFXImportCertStore"));
     }
