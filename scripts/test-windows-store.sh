@@ -127,6 +127,8 @@ while i + 12 <= len(b):
     i += n
 PY
 }
+# A string property (UTF-16LE with its NUL) of certificate $1.
+propstr() { python3 -c 'import sys; print(bytes.fromhex(sys.argv[1]).decode("utf-16-le").rstrip("\0"))' "$(prop "$1" "$2")"; }
 hooklog() { tr -d '\r ' < "$C/kvsync-out/store-hook.log" 2>/dev/null || true; }
 
 step "dry run: names the thumbprint it would add, changes nothing"
@@ -151,6 +153,9 @@ NEW_CA=$(comm -13 <(echo "$CA_BEFORE") <(thumbs CA))
 [ "$(thumbs Root)" = "$ROOT_BEFORE" ] || fail "Root changed"
 thumbs Root | grep -qx -e "$T1" -e "$NEW_CA" && fail "the leaf or the intermediate is in Root"
 [ "$(hooklog)" = "$T1" ] || fail "hook log '$(hooklog)', want $T1"
+[ "$(propstr "$T1" 13)" = "kvsync:site" ] || fail "description of $T1 is '$(propstr "$T1" 13)'"
+propstr "$T1" 11 | grep -qE '^kvsync site [0-9]{4}-[0-9]{2}-[0-9]{2}' || fail "friendly name of $T1 is '$(propstr "$T1" 11)'"
+echo "ok: friendly name '$(propstr "$T1" 11)', description '$(propstr "$T1" 13)'"
 echo "ok: My=$T1 (key present), CA+=$NEW_CA, Root unchanged ($(echo "$ROOT_BEFORE" | grep -c .) certificates), hook ran once with $T1"
 
 step "second once: nothing changes, no hook"
