@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kvsync's full test suite. Installs what the tests need on a fresh Debian
 # machine with the Rust toolchain (Debian packages via apt when missing),
-# then runs: rustfmt check, clippy -D warnings, the whole cargo test suite
+# then runs: rustfmt check, the unused-dependency check (cargo machete),
+# clippy -D warnings, the whole cargo test suite
 # (unit, integration against the bundled Azure emulator, end-to-end with
 # real nginx and PostgreSQL on loopback), rustdoc -D warnings, and the
 # packaging checks, and the Windows build and tests under Wine.
@@ -33,6 +34,14 @@ if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx >/dev/null 2>
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "cargo machete (unused dependencies)"
+# Every crate a Cargo.toml declares must be used (installed from crates.io
+# with cargo's own client when missing).
+if ! command -v cargo-machete >/dev/null 2>&1; then
+  cargo install --locked --quiet cargo-machete
+fi
+cargo machete
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
@@ -41,6 +50,10 @@ step "cargo test"
 # when they can't run (not root, packages missing); here a skip is a failure.
 # KVSYNC_E2E_REQUIRED=0 ./scripts/test.sh lets them skip.
 KVSYNC_E2E_REQUIRED="${KVSYNC_E2E_REQUIRED:-1}" cargo test --workspace
+
+step "bounded fuzz run (fuzz/, ${KVSYNC_FUZZ_SECONDS:-20} s per target)"
+# Nightly + cargo-fuzz; skipped with a message only when nightly is missing.
+./scripts/fuzz.sh "${KVSYNC_FUZZ_SECONDS:-20}"
 
 step "cargo doc (-D warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet

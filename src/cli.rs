@@ -1,7 +1,9 @@
 //! Command-line definitions (clap). Also used to generate the man page and
 //! shell completions.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -53,6 +55,25 @@ pub enum Command {
         /// Fetch and render, write nothing, run no hook; print what would change
         #[arg(long)]
         dry_run: bool,
+        /// Isolate hook groups as `run` does: write and hook what can be,
+        /// keep the last good files of what failed; exit 1 listing the
+        /// failures (default: all or nothing) [also: `[agent] keep_going`]
+        #[arg(long)]
+        keep_going: bool,
+        /// Retry transient failures (identity endpoint not up, 429, 5xx,
+        /// timeouts) for up to DURATION, e.g. `5m`; 403, 404 and template
+        /// errors fail at once [also: `[agent] once_wait`]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// Run COMMAND with secrets in its environment (`[env]`); keep syncing
+    /// like `run`, restarting or signalling it when a value or file changes
+    Exec {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
     },
     /// Validate config and templates offline
     Check {
@@ -90,4 +111,9 @@ pub enum ServiceAction {
     },
     /// Stop and remove the service and its Event Log source
     Uninstall,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration such as \"30s\" or \"5m\" ({e})"))
 }

@@ -227,8 +227,43 @@ async fn run_with_env(
     }
 }
 
+/// Variables a hook inherits from kvsync's environment; everything else
+/// (proxy credentials, cloud tokens, ...) is dropped.
+pub const HOOK_ENV_KEPT: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "NOTIFY_SOCKET"];
+/// Comma-separated names of further variables to pass to hooks (set in
+/// kvsync's environment, e.g. the unit's `Environment=`).
+pub const HOOK_ENV_PASSTHROUGH: &str = "KVSYNC_HOOK_ENV";
+
+/// The environment a hook starts with: [`HOOK_ENV_KEPT`], every
+/// `KVSYNC_*` variable and the names listed in [`HOOK_ENV_PASSTHROUGH`].
+pub fn hook_environment() -> Vec<(OsString, OsString)> {
+    let extra: Vec<String> = std::env::var(HOOK_ENV_PASSTHROUGH)
+        .map(|v| {
+            v.split(',')
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            k.to_str().is_some_and(|k| {
+                HOOK_ENV_KEPT.contains(&k)
+                    || k.starts_with("KVSYNC_")
+                    || extra.iter().any(|e| e == k)
+                    // Windows names are case-insensitive; what cmd.exe and
+                    // PowerShell need to start (SystemRoot, ComSpec, ...).
+                    || crate::platform::HOOK_ENV_SYSTEM
+                        .iter()
+                        .any(|n| n.eq_ignore_ascii_case(k))
+            })
+        })
+        .collect()
+}
+
 /// The hook's process (shell or program) in its own process group / Job
-/// object, stdin null, output piped.
+/// object, stdin null, output piped, with a minimal environment
+/// ([`hook_environment`]).
 fn spawn(
     hook: &Hook,
     command: &str,
@@ -250,7 +285,9 @@ fn spawn(
             c
         }
     };
-    cmd.env(CHANGED_ENV, changed_env(changed))
+    cmd.env_clear()
+        .envs(hook_environment())
+        .env(CHANGED_ENV, changed_env(changed))
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -57,6 +57,9 @@ fn plain_client(connect: Duration, request: Duration) -> Result<reqwest::Client,
     let tls = client_tls(rustls::RootCertStore::empty())?;
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
+        // Never follow a redirect: an answer from another origin would be
+        // taken for the metadata endpoint's.
+        .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(connect)
         .timeout(request)
@@ -165,6 +168,9 @@ pub fn vault_client_with_timeout(
     // environment: the proxy comes from the injected `Env` only.
     let mut builder = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
+        // Never follow a redirect: the body of another origin would be
+        // taken for the secret, and the token would travel along.
+        .redirect(reqwest::redirect::Policy::none())
         .https_only(true)
         .no_proxy()
         .connect_timeout(REMOTE_CONNECT_TIMEOUT.min(request_timeout))

@@ -17,12 +17,13 @@
 
 pub mod changes;
 pub mod failure;
+pub mod retry;
 pub mod round;
+mod select;
 mod stage;
 
 pub use failure::{FailureKind, SyncError};
-pub use round::{FileOutcome, HookQueue, Outcome, Policy, RoundOptions, RoundState, Scope};
-pub use stage::STAGE_THREADS;
+pub use round::{Outcome, Policy, RoundOptions, RoundState};
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -40,13 +41,7 @@ use url::Url;
 /// Seconds per day (for "days left" in expiry warnings and `check --online`).
 pub const SECS_PER_DAY: i64 = 24 * 3600;
 
-/// Seconds since the Unix epoch (0 before it).
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use crate::time::unix_now;
 
 /// The pipeline for one loaded config: what a round needs besides the
 /// state its caller keeps across rounds ([`RoundState`]).
@@ -86,7 +81,12 @@ impl Engine {
         };
         let audience = self.config.auth.audience.as_deref();
         let mut jobs = Vec::new();
-        for spec in self.config.secrets.values() {
+        for spec in self
+            .config
+            .secrets
+            .values()
+            .filter(|s| select::reads_secret(s))
+        {
             match spec.vault.resolve(instance.as_ref(), audience) {
                 Ok(url) => jobs.push((spec, url)),
                 Err(_) if instance.is_none() && !errors.is_empty() => {}
@@ -128,6 +128,11 @@ impl Engine {
                 .as_ref()
                 .is_some_and(VaultRef::is_template)
             || self.config.secrets.values().any(|s| s.vault.is_template())
+            || self
+                .config
+                .selections
+                .values()
+                .any(|s| s.vault.is_template())
     }
 
     /// The instance metadata `compute` object, fetched (at most once per
@@ -151,7 +156,7 @@ impl Engine {
     pub fn add_certificates(&self, ctx: &mut render::Context) -> Vec<SyncError> {
         let mut errors = Vec::new();
         for spec in self.config.secrets.values() {
-            if spec.kind != SecretKind::Certificate {
+            if spec.kind != SecretKind::Certificate || spec.public_only {
                 continue;
             }
             let Some(bundle) = ctx.secrets.get(&spec.alias) else {
@@ -220,6 +225,30 @@ impl Engine {
     }
 
     /// Where and how file number `index` is written.
+    /// Optional secrets that are missing (404) or disabled: their `default`
+    /// takes the failure's place and `meta.<alias>.present` is false. Any
+    /// other failure (403, 5xx, timeout) stays a failure.
+    pub(crate) fn fill_optional(&self, ctx: &mut render::Context, errors: &mut Vec<SyncError>) {
+        errors.retain(|e| {
+            let SyncError::Fetch { alias, error } = e else {
+                return true;
+            };
+            let Some(spec) = self.config.secrets.get(alias).filter(|s| s.optional) else {
+                return true;
+            };
+            if !matches!(
+                error,
+                VaultError::NotFound { .. } | VaultError::Disabled { .. }
+            ) {
+                return true;
+            }
+            tracing::info!(alias = %alias, secret = %spec.name, reason = %error, "optional secret is absent; rendering its default");
+            ctx.secrets.insert(alias.clone(), absent_bundle(spec));
+            ctx.absent.insert(alias.clone());
+            false
+        });
+    }
+
     pub fn target(&self, index: usize) -> Target {
         Target::from_spec(&self.config.files[index])
     }
@@ -227,3 +256,23 @@ impl Engine {
 
 /// A secret to GET and the vault URL it resolved to this round.
 type Job<'a> = (&'a SecretSpec, Url);
+
+/// The stand-in for an absent optional secret: its default as the value,
+/// its name, no version.
+fn absent_bundle(spec: &SecretSpec) -> SecretBundle {
+    SecretBundle {
+        value: secrecy::SecretString::from(spec.default.clone()),
+        name: spec.name.clone(),
+        version: String::new(),
+        id: String::new(),
+        content_type: None,
+        tags: std::collections::BTreeMap::new(),
+        enabled: false,
+        created: None,
+        updated: None,
+        not_before: None,
+        expires: None,
+        kid: None,
+        managed: false,
+    }
+}

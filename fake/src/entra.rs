@@ -143,5 +143,9 @@ async fn token(
     };
     let issued = lock(&shared.tokens).issue_as(scope, &identity);
     shared.bump(|c| c.tokens_issued += 1);
-    (StatusCode::OK, axum::Json(issued.entra_json())).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(shared.token_answer(issued.entra_json())),
+    )
+        .into_response()
 }

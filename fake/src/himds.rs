@@ -136,7 +136,7 @@ pub fn issue_token(shared: &Shared, resource: &str) -> Response {
 pub fn issue_token_json(shared: &Shared, resource: &str) -> serde_json::Value {
     let token = lock(&shared.tokens).issue(resource);
     shared.bump(|c| c.tokens_issued += 1);
-    token.metadata_json()
+    shared.token_answer(token.metadata_json())
 }
 
 /// The Arc challenge: no `Authorization` → 401 naming a new key file;

@@ -120,7 +120,7 @@ async fn imds_token(
     if let Some(obj) = body.as_object_mut() {
         obj.insert("client_id".to_owned(), json!(identity.app_id));
     }
-    (StatusCode::OK, axum::Json(body)).into_response()
+    (StatusCode::OK, axum::Json(shared.token_answer(body))).into_response()
 }
 
 async fn instance(

@@ -66,6 +66,10 @@
 //! * Certificates (PROTOCOL.md §6): [`Emulator::issue_certificate`],
 //!   [`Emulator::set_certificate_exportable`], [`Emulator::cert_root_pem`],
 //!   [`Emulator::cert_intermediate_pem`]; `GET /certificates/{name}[/{v}]`.
+//! * Keys (public part only): [`Emulator::create_key`] (RSA 2048, EC
+//!   P-256/384/521); `GET /keys/{name}[/{v}]` serves the JWK.
+//! * [`Emulator::set_list_forbidden`]: listing secrets answers 403
+//!   `ForbiddenByRbac` while single GETs work.
 //! * Protocol quirks for client robustness tests:
 //!   [`Emulator::set_himds_selector_echo`],
 //!   [`Emulator::set_vault_api_versions`],
@@ -86,6 +90,7 @@ mod faults;
 mod himds;
 mod imds;
 mod issuer;
+mod keys;
 mod server;
 mod state;
 mod store;
@@ -106,6 +111,7 @@ pub use entra::WorkloadApp;
 pub use faults::{Fault, HANG_DELAY, Service};
 pub use imds::UserAssigned;
 pub use issuer::{CertContentType, CertKey, CertOptions, DEFAULT_SANS, DEFAULT_VALIDITY};
+pub use keys::{CreatedKey, KeyKind};
 pub use state::Counters;
 pub use store::SecretOptions;
 pub use tokens::{DEFAULT_TOKEN_LIFETIME, Identity};
@@ -402,6 +408,24 @@ impl Emulator {
         self.shared.issuing_ca.intermediate_pem()
     }
 
+    /// Creates a new version of key `name` (creating it if needed) with
+    /// the given tags; returns its JWK as served and its public PEM. Needs
+    /// the `openssl` binary.
+    pub fn create_key(
+        &self,
+        name: &str,
+        kind: KeyKind,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> anyhow::Result<CreatedKey> {
+        keys::create(&self.shared, name, kind, tags)
+    }
+
+    /// `true`: `GET /secrets` (and versions) answers 403
+    /// `Forbidden`/`ForbiddenByRbac`; single GETs still work.
+    pub fn set_list_forbidden(&self, on: bool) {
+        lock(&self.shared.settings).list_forbidden = on;
+    }
+
     pub fn push_fault(&self, fault: Fault) {
         lock(&self.shared.faults).push(fault);
     }
@@ -473,6 +497,13 @@ impl Emulator {
     /// whose `nextLink` is not null, as Azure sometimes answers.
     pub fn set_list_empty_first_page(&self, on: bool) {
         lock(&self.shared.settings).empty_first_list_page = on;
+    }
+
+    /// Write `fields` (a JSON object) over every later token answer of
+    /// HIMDS, IMDS and Entra ID, e.g. `{"expires_on": "18446744073709551615"}`
+    /// (range-check tests). An empty object restores normal answers.
+    pub fn set_token_fields(&self, fields: serde_json::Value) {
+        lock(&self.shared.settings).token_fields = fields.as_object().cloned().unwrap_or_default();
     }
 
     /// Applied once per request, before authentication.

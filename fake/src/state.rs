@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use crate::certificates::CertStore;
 use crate::faults::{Fault, FaultQueue, Service};
 use crate::issuer::IssuingCa;
+use crate::keys::KeyStore;
 use crate::store::Store;
 use crate::tokens::TokenIssuer;
 
@@ -54,6 +55,9 @@ pub struct Counters {
     /// Authorized certificate GETs (`/certificates/{name}[/{version}]`).
     #[serde(default)]
     pub kv_cert_gets: u64,
+    /// Authorized key GETs (`/keys/{name}[/{version}]`).
+    #[serde(default)]
+    pub kv_key_gets: u64,
     pub by_path: BTreeMap<String, u64>,
 }
 
@@ -82,6 +86,13 @@ pub struct Settings {
     /// Every list starts with an empty page whose `nextLink` is not null
     /// (PROTOCOL.md §5: "a page may be empty while nextLink is not null").
     pub empty_first_list_page: bool,
+    /// Listing secrets (`GET /secrets`, versions) answers 403
+    /// `Forbidden`/`ForbiddenByRbac`, as for an identity without the list
+    /// (`secrets/readMetadata`) permission; single GETs still work.
+    pub list_forbidden: bool,
+    /// Fields written over every token answer (HIMDS, IMDS, Entra), as
+    /// given: out-of-range expiries for the client's range checks.
+    pub token_fields: serde_json::Map<String, Value>,
     /// IMDS: the VM has a system-assigned identity (default true).
     pub imds_system_assigned: bool,
     /// IMDS: user-assigned identities assigned to the VM.
@@ -95,6 +106,8 @@ pub struct Shared {
     pub store: Mutex<Store>,
     /// Certificate objects; lock after `store` when holding both.
     pub certs: Mutex<CertStore>,
+    /// Key objects (public halves only).
+    pub keys: Mutex<KeyStore>,
     /// The CA that signs certificate objects.
     pub issuing_ca: IssuingCa,
     pub tokens: Mutex<TokenIssuer>,
@@ -152,12 +165,15 @@ impl Shared {
                 echo_selector: false,
                 vault_api_versions: None,
                 empty_first_list_page: false,
+                list_forbidden: false,
+                token_fields: serde_json::Map::new(),
                 imds_system_assigned: true,
                 user_assigned: Vec::new(),
                 workload: crate::entra::WorkloadApp::default(),
             }),
             store: Mutex::new(Store::default()),
             certs: Mutex::new(CertStore::default()),
+            keys: Mutex::new(KeyStore::default()),
             issuing_ca,
             tokens: Mutex::new(TokenIssuer::default()),
             request_log: Mutex::new(Vec::new()),
@@ -229,4 +245,15 @@ pub fn default_compute() -> Value {
         "vmId": "6b2e3b8e-0c3f-4d9a-9a7e-3f1c0d2b5a41",
         "azEnvironment": "AzurePublicCloud",
     })
+}
+
+impl Shared {
+    /// `body` with the scripted token fields written over it.
+    pub fn token_answer(&self, mut body: Value) -> Value {
+        let fields = crate::lock(&self.settings).token_fields.clone();
+        if let Some(obj) = body.as_object_mut() {
+            obj.extend(fields);
+        }
+        body
+    }
 }

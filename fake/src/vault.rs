@@ -7,9 +7,9 @@
 //! token (401 `Unauthorized` + `WWW-Authenticate: Bearer ...`), then the
 //! operation. Never logs secret values or tokens.
 //!
-//! Extension point: certificates (`/certificates/{name}[/{version}]`,
-//! PROTOCOL.md §6) would be routes added in [`router`] with their own
-//! module, reusing [`authorize`] and [`crate::faults::kv_error`].
+//! Certificates (`/certificates/{name}[/{version}]`, PROTOCOL.md §6) and
+//! keys (`/keys/{name}[/{version}]`) are routes of their own modules merged
+//! in [`router`], reusing [`authorize`] and [`crate::faults::kv_error`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +45,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/secrets/{name}/{version}", get(get_secret_handler))
         .route("/secrets/{name}/{version}/", get(get_secret_handler))
         .merge(crate::certificates::routes())
+        .merge(crate::keys::routes())
         .fallback(unknown_path)
         .layer(axum::middleware::from_fn_with_state(
             (shared.clone(), Service::KeyVault),
@@ -203,6 +204,19 @@ async fn get_secret_handler(
     secret_response(&shared, name, params.get("version").map(String::as_str))
 }
 
+/// With `set_list_forbidden(true)`: 403 as for an identity that may GET
+/// secrets but not list them (no `secrets/readMetadata` / List).
+fn list_forbidden(shared: &Shared) -> Option<Response> {
+    lock(&shared.settings).list_forbidden.then(|| {
+        kv_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Caller is not authorized to perform action on resource. Action: 'Microsoft.KeyVault/vaults/secrets/readMetadata/action'",
+            Some("ForbiddenByRbac"),
+        )
+    })
+}
+
 /// Parses `maxresults` (1..=25, default 25).
 fn page_size(q: &HashMap<String, String>) -> Result<usize, Response> {
     match q.get("maxresults") {
@@ -272,6 +286,9 @@ async fn list_secrets(
         return resp;
     }
     shared.bump(|c| c.kv_lists += 1);
+    if let Some(resp) = list_forbidden(&shared) {
+        return resp;
+    }
     let (max, after) = match (page_size(&q), decode_skiptoken(&q)) {
         (Ok(m), Ok(a)) => (m, a),
         (Err(r), _) | (_, Err(r)) => return r,
@@ -311,6 +328,9 @@ async fn list_versions(
         return resp;
     }
     shared.bump(|c| c.kv_lists += 1);
+    if let Some(resp) = list_forbidden(&shared) {
+        return resp;
+    }
     let (max, after) = match (page_size(&q), decode_skiptoken(&q)) {
         (Ok(m), Ok(a)) => (m, a),
         (Err(r), _) | (_, Err(r)) => return r,

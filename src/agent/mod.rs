@@ -7,6 +7,7 @@
 
 pub mod health;
 pub mod metrics;
+pub mod on_demand;
 pub mod round;
 pub mod schedule;
 pub mod sdnotify;
@@ -17,12 +18,14 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch as tokio_watch};
 
-use crate::commands::{self, EXIT_OK, SetupError};
+use crate::app::{self, AppError};
 use crate::env::Env;
+use crate::exec::Supervisor;
 use crate::sync::{Engine, FailureKind, Outcome, RoundState};
 
 use self::health::Health;
 use self::metrics::Metrics;
+use self::on_demand::OnDemand;
 use self::schedule::Schedule;
 use self::sdnotify::Notifier;
 use self::watch::ConfigWatcher;
@@ -32,6 +35,10 @@ enum Wake {
     Timer,
     Reload(&'static str),
     Stop,
+    /// `POST /sync`.
+    OnDemand,
+    /// The `kvsync exec` child exited on its own, with this exit code.
+    ChildExited(u8),
 }
 
 /// Triggers from outside: signals (and tests' stand-ins for them).
@@ -60,34 +67,72 @@ struct Agent {
     /// are logged once per state change rather than once per retry.
     last_state: String,
     ready: bool,
+    on_demand: Arc<OnDemand>,
+    /// Rounds run so far (`POST /sync` answers carry the number).
+    rounds: u64,
+    /// The `kvsync exec` child, when supervising one.
+    exec: Option<Supervisor>,
 }
 
-/// Run the agent until a stop trigger; returns the exit code.
-pub async fn run(path: &Path, env: &Env, engine: Engine, mut triggers: Triggers) -> u8 {
+/// Run the agent until a stop trigger.
+pub async fn run(
+    path: &Path,
+    env: &Env,
+    engine: Engine,
+    triggers: Triggers,
+) -> Result<(), AppError> {
+    run_with(path, env, engine, triggers, None)
+        .await
+        .map(|_| ())
+}
+
+/// The agent loop, optionally supervising a `kvsync exec` child that was
+/// started after an all-or-nothing first round: the loop then begins by
+/// waiting, restarts or signals the child after rounds that changed its
+/// `[env]` or a file, and ends when the child exits or after forwarding a
+/// stop signal to it. Returns the child's exit code (0 without a child).
+pub async fn run_with(
+    path: &Path,
+    env: &Env,
+    engine: Engine,
+    mut triggers: Triggers,
+    exec: Option<Supervisor>,
+) -> Result<u8, AppError> {
     let config = engine.config().clone();
+    // Temp files a killed predecessor left next to the destinations.
+    for index in 0..config.files.len() {
+        let removed = crate::write::sweep_stale_temps(&engine.target(index));
+        if removed > 0 {
+            tracing::info!(path = %config.files[index].path.display(), removed, "removed stale temp files");
+        }
+    }
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.agent.interval));
+    let on_demand =
+        Arc::new(OnDemand::new(config.agent.listen.is_some_and(|a| {
+            OnDemand::allowed_for(a, config.agent.allow_remote_sync)
+        })));
     let _server = match config.agent.listen {
-        Some(addr) => match health::serve(addr, health.clone(), metrics.clone()).await {
-            Ok(handle) => Some(handle),
-            Err(e) => {
-                eprintln!("kvsync: cannot listen on {addr}: {e}");
-                return commands::EXIT_SYNC_FAILED;
-            }
-        },
+        Some(addr) => Some(
+            health::serve(
+                addr,
+                health.clone(),
+                metrics.clone(),
+                Some(on_demand.clone()),
+            )
+            .await
+            .map_err(|source| AppError::Io {
+                what: format!("cannot listen on {addr}"),
+                source,
+            })?,
+        ),
         None => None,
     };
     let notifier = Notifier::from_env(env);
-    let _watchdog = notifier.watchdog_period().map(|period| {
-        let n = Notifier::from_env(env);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
-                n.watchdog();
-            }
-        })
-    });
+    // The watchdog is pinged from this loop only (after each round and while
+    // waiting for the next), never by an independent task: a hung round
+    // stops the pings and systemd's WatchdogSec= restarts the agent. Set it
+    // above [agent] deadline plus the hooks' time.
     let mut agent = Agent {
         path: path.to_path_buf(),
         env: env.clone(),
@@ -100,8 +145,26 @@ pub async fn run(path: &Path, env: &Env, engine: Engine, mut triggers: Triggers)
         state: RoundState::default(),
         last_state: String::new(),
         ready: false,
+        on_demand,
+        rounds: 0,
+        exec,
     };
-    loop {
+    // With a child, the first round already ran (and succeeded).
+    let mut delay = None;
+    if agent.exec.is_some() {
+        agent.first_round_done();
+        delay = Some(agent.schedule.after_success());
+    }
+    let code = loop {
+        if let Some(d) = delay.take() {
+            match agent.wait(d, &mut triggers).await {
+                Wake::Timer | Wake::OnDemand => {}
+                Wake::Reload(why) => agent.reload(why),
+                Wake::Stop => break agent.stop_child().await,
+                Wake::ChildExited(code) => break code,
+            }
+        }
+        agent.on_demand.begin();
         let outcome = round::run(
             &agent.engine,
             &mut agent.state,
@@ -109,20 +172,30 @@ pub async fn run(path: &Path, env: &Env, engine: Engine, mut triggers: Triggers)
             &mut triggers.stop,
         )
         .await;
-        let delay = agent.after_round(&outcome);
+        agent.rounds += 1;
+        agent
+            .on_demand
+            .finish(on_demand::Summary::of(agent.rounds, &outcome));
+        delay = Some(agent.after_round(&outcome));
+        if agent.notifier.watchdog_period().is_some() {
+            agent.notifier.watchdog();
+        }
         agent.token_metrics().await;
+        if let Some(exec) = agent.exec.as_mut()
+            && !outcome.interrupted
+            && let Err(e) = exec
+                .after_round(outcome.env.as_ref(), outcome.changed().next().is_some())
+                .await
+        {
+            tracing::error!(error = %e, "cannot restart or signal the child");
+        }
         if outcome.interrupted || *triggers.stop.borrow() {
-            break;
+            break agent.stop_child().await;
         }
-        match agent.wait(delay, &mut triggers).await {
-            Wake::Timer => {}
-            Wake::Reload(why) => agent.reload(why),
-            Wake::Stop => break,
-        }
-    }
+    };
     agent.notifier.stopping();
     tracing::info!("stopping");
-    EXIT_OK
+    Ok(code)
 }
 
 fn start_watcher(config: &crate::config::Config) -> Option<ConfigWatcher> {
@@ -136,6 +209,24 @@ fn start_watcher(config: &crate::config::Config) -> Option<ConfigWatcher> {
 }
 
 impl Agent {
+    /// Readiness after a first round run outside the loop (`kvsync exec`).
+    fn first_round_done(&mut self) {
+        self.metrics.round("ok");
+        self.health.success();
+        self.ready = true;
+        self.notifier.ready("first sync complete; child started");
+        self.notifier.status("in sync");
+    }
+
+    /// The agent stops: a supervised child gets the stop signal and is
+    /// waited for (its status is the exit code); otherwise exit 0.
+    async fn stop_child(&mut self) -> u8 {
+        match self.exec.as_mut() {
+            Some(exec) => exec.stop().await,
+            None => app::EXIT_OK,
+        }
+    }
+
     /// Metrics, health, logs and notifications after a round; returns the
     /// delay before the next one.
     fn after_round(&mut self, outcome: &Outcome) -> std::time::Duration {
@@ -160,7 +251,10 @@ impl Agent {
             self.notifier.status("in sync");
         } else {
             self.metrics.round("failed");
-            self.health.failure(state.clone());
+            self.health.failure(
+                outcome.failures.iter().map(|f| f.kind().as_str()),
+                state.clone(),
+            );
             if state != self.last_state {
                 for failure in &outcome.failures {
                     tracing::error!(kind = failure.kind().as_str(), "{failure}");
@@ -201,11 +295,33 @@ impl Agent {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = &mut sleep => Wake::Timer,
-            Some(()) = triggers.reload.recv() => Wake::Reload("SIGHUP"),
-            _ = watcher => Wake::Reload("config or template edited"),
-            _ = triggers.stop.wait_for(|s| *s) => Wake::Stop,
+        let child = async {
+            match self.exec.as_mut() {
+                Some(exec) => exec.exited().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(watcher);
+        tokio::pin!(child);
+        let period = self.notifier.watchdog_period();
+        let mut tick =
+            tokio::time::interval(period.unwrap_or(std::time::Duration::from_secs(3600)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Bounded: each pass either returns or waits one watchdog period,
+        // and `sleep` ends the loop after `delay`.
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return Wake::Timer,
+                Some(()) = triggers.reload.recv() => return Wake::Reload("SIGHUP"),
+                _ = &mut watcher => return Wake::Reload("config or template edited"),
+                _ = triggers.stop.wait_for(|s| *s) => return Wake::Stop,
+                () = self.on_demand.requested() => {
+                    tracing::info!("round requested (POST /sync)");
+                    return Wake::OnDemand;
+                }
+                code = &mut child => return Wake::ChildExited(code),
+                _ = tick.tick(), if period.is_some() => self.notifier.watchdog(),
+            }
         }
     }
 
@@ -220,6 +336,13 @@ impl Agent {
                 self.schedule
                     .reconfigure(config.agent.interval, config.agent.jitter);
                 self.health.set_interval(config.agent.interval);
+                if let Some(addr) = config.agent.listen {
+                    self.on_demand
+                        .set_allowed(OnDemand::allowed_for(addr, config.agent.allow_remote_sync));
+                }
+                if let Some(exec) = self.exec.as_mut() {
+                    exec.set_settings(config.exec.clone());
+                }
                 self.watcher = start_watcher(&config);
                 self.state.retain_declared(&config);
                 self.engine = engine;
@@ -237,16 +360,8 @@ impl Agent {
 
     /// A new engine for the reloaded config, keeping the vault client (and
     /// its cached token) when the identity and TLS settings are unchanged.
-    fn rebuild(&self) -> Result<Engine, SetupError> {
-        let (config, renderer) = commands::load(&self.path)?;
-        let old = self.engine.config();
-        let same_client =
-            format!("{:?}{:?}", config.auth, config.tls) == format!("{:?}{:?}", old.auth, old.tls);
-        let vault = if same_client {
-            self.engine.vault().clone()
-        } else {
-            commands::vault_client(&config, &self.env)?
-        };
-        Ok(Engine::new(config, renderer, vault))
+    fn rebuild(&self) -> Result<Engine, AppError> {
+        let keep = (self.engine.config(), self.engine.vault());
+        app::engine(&self.path, &self.env, Some(keep))
     }
 }

@@ -50,10 +50,6 @@ impl Schedule {
         let delay = ceiling / 2 + random_up_to(ceiling / 2);
         delay.max(retry_after.unwrap_or_default())
     }
-
-    pub fn consecutive_failures(&self) -> u32 {
-        self.failures
-    }
 }
 
 fn random_up_to(max: Duration) -> Duration {

@@ -15,12 +15,15 @@
 
 mod asn1;
 mod chain;
+mod jwk;
 mod keys;
 mod pem;
 mod pkcs12;
 mod pkcs12_null;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use jwk::{PublicKey, public_key as public_key_from_jwk};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -108,7 +111,7 @@ pub enum CertError {
     )]
     EncryptedKey,
     #[error(
-        "the certificate's private key is not exportable: its secret holds no private key (policy key_props.exportable is false, or the key lives in an HSM); deliver only the certificate, or re-create it with an exportable key"
+        "the certificate's private key is not exportable: its secret holds no private key (policy key_props.exportable is false, or the key lives in an HSM); to deliver only the certificate set public_only = true on this secret (it reads GET /certificates: format = \"cert\", certs.<alias>.cert; role Key Vault Certificate User), or re-create it with an exportable key"
     )]
     NotExportable,
     #[error("certificate secret holds no certificate")]
@@ -276,6 +279,34 @@ fn assemble(
         key_algorithm: key.algorithm,
         leaf_der: leaf.der.clone(),
         chain_der: chain.iter().map(|d| d.to_vec()).collect(),
+    })
+}
+
+/// The public facts of a certificate from its `cer` (leaf DER) alone, for
+/// `public_only = true`: no private key, no chain (`GET /certificates`
+/// carries only the leaf), no PFX. `key_pem`, `chain_pem` and `pfx_base64`
+/// are empty; `fullchain_pem` is the leaf.
+pub fn from_cer(leaf_der: &[u8]) -> Result<CertMaterial, CertError> {
+    let certs = chain::parse_all(vec![leaf_der.to_vec()])?;
+    let leaf = certs.first().ok_or(CertError::NoCertificate)?;
+    let facts = chain::leaf_facts(leaf)?;
+    let cert_pem = pem::encode("CERTIFICATE", &leaf.der).to_string();
+    Ok(CertMaterial {
+        key_pem: SecretString::from(""),
+        fullchain_pem: cert_pem.clone(),
+        cert_pem,
+        chain_pem: String::new(),
+        pfx_base64: SecretString::from(""),
+        thumbprint: facts.thumbprint,
+        not_after: facts.not_after,
+        subject: facts.subject,
+        sans: facts.sans,
+        serial: facts.serial,
+        issuer: facts.issuer,
+        not_after_unix: leaf.not_after,
+        key_algorithm: "(public certificate only)".to_owned(),
+        leaf_der: leaf.der.clone(),
+        chain_der: Vec::new(),
     })
 }
 

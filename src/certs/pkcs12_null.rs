@@ -151,10 +151,10 @@ fn verify_mac(mac: &MacData, data: &[u8]) -> Result<(), Unreadable> {
         return Err(Unreadable);
     }
     let ok = match mac.mac.algorithm.oid {
-        SHA1 => mac_ok!(sha1_v11::Sha1, mac, data),
-        SHA256 => mac_ok!(sha2_v11::Sha256, mac, data),
-        SHA384 => mac_ok!(sha2_v11::Sha384, mac, data),
-        SHA512 => mac_ok!(sha2_v11::Sha512, mac, data),
+        SHA1 => mac_ok!(sha1::Sha1, mac, data),
+        SHA256 => mac_ok!(sha2::Sha256, mac, data),
+        SHA384 => mac_ok!(sha2::Sha384, mac, data),
+        SHA512 => mac_ok!(sha2::Sha512, mac, data),
         _ => false,
     };
     if ok { Ok(()) } else { Err(Unreadable) }
@@ -205,7 +205,7 @@ where
     /// IV length of DES and RC2 (their block size).
     const IV_LEN: usize = 8;
     let kdf = |id, len| {
-        Zeroizing::new(derive_key::<sha1_v11::Sha1>(
+        Zeroizing::new(derive_key::<sha1::Sha1>(
             NULL_PASSWORD,
             salt,
             id,

@@ -4,43 +4,34 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::time::{Duration, UNIX_EPOCH};
 
-use crate::commands::{EXIT_OK, EXIT_SYNC_FAILED, EXIT_USAGE};
+use crate::app::AppError;
 use crate::sync::{Engine, RoundOptions, RoundState, SECS_PER_DAY, unix_now};
 
-pub fn run(path: &Path) -> u8 {
-    let config = match crate::config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_USAGE;
-        }
-    };
-    if let Err(errors) = crate::render::Renderer::compile(&config) {
-        for e in errors {
-            eprintln!("{e}");
-        }
-        return EXIT_USAGE;
-    }
+pub fn run(path: &Path) -> Result<(), AppError> {
+    let (config, _) = crate::app::load(path)?;
     println!(
-        "{}: OK ({} secrets, {} files)",
+        "{}: OK ({} secrets, {}{} files)",
         path.display(),
         config.secrets.len(),
-        config.files.len()
+        match config.selections.len() {
+            0 => String::new(),
+            n => format!("{n} selections, "),
+        },
+        config.files.len() + config.fanouts.len()
     );
-    EXIT_OK
+    Ok(())
 }
 
 /// `kvsync check --online`: fetch every declared secret with the real
 /// identity and report what would be delivered (never a value). Exit 1 if
 /// any fetch or certificate normalisation fails.
-pub async fn online(engine: &Engine) -> u8 {
+pub async fn online(engine: &Engine) -> Result<(), AppError> {
     let (_never, mut stop) = tokio::sync::watch::channel(false);
-    let outcome = engine
+    let mut outcome = engine
         .round(&mut RoundState::default(), RoundOptions::check(), &mut stop)
         .await;
-    let ctx = outcome.context.unwrap_or_default();
+    let ctx = outcome.context.take().unwrap_or_default();
     let now = unix_now();
     let mut out = std::io::stdout().lock();
     for (alias, spec) in &engine.config().secrets {
@@ -76,26 +67,42 @@ pub async fn online(engine: &Engine) -> u8 {
             );
         }
     }
+    for (alias, spec) in &engine.config().secrets {
+        if let Some(k) = ctx.keys.get(alias) {
+            let _ = writeln!(
+                out,
+                "key {alias} ({}): {}, kid {}",
+                spec.name, k.key.algorithm, k.kid
+            );
+        } else if let (true, Some(c)) = (spec.public_only, ctx.certs.get(alias)) {
+            let _ = writeln!(
+                out,
+                "certificate {alias} ({}, public only): subject {}; thumbprint {}; notAfter {}; serial {}",
+                spec.name, c.subject, c.thumbprint, c.not_after, c.serial
+            );
+        }
+    }
+    for (alias, list) in &ctx.selected {
+        let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "selection {alias}: {} secrets matched{}{}",
+            names.len(),
+            if names.is_empty() { "" } else { ": " },
+            names.join(", ")
+        );
+    }
     let _ = out.flush();
     drop(out);
-    for e in &outcome.failures {
-        eprintln!("kvsync: {e}");
+    if !outcome.ok() {
+        return Err(AppError::Check(outcome.failure_text()));
     }
-    if !outcome.failures.is_empty() {
-        eprintln!("({})", crate::TROUBLESHOOTING);
-        EXIT_SYNC_FAILED
-    } else {
-        println!("online: OK ({} secrets fetched)", ctx.secrets.len());
-        EXIT_OK
-    }
+    println!("online: OK ({} secrets fetched)", ctx.secrets.len());
+    Ok(())
 }
 
 /// A Unix time as RFC 3339 (UTC), or `none` when absent.
 fn time_or(t: Option<i64>, none: &str) -> String {
-    match t.and_then(|s| u64::try_from(s).ok()) {
-        Some(s) => {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string()
-        }
-        None => none.to_owned(),
-    }
+    t.and_then(crate::time::rfc3339)
+        .unwrap_or_else(|| none.to_owned())
 }

@@ -8,12 +8,12 @@
 //! even when a template is broken.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use super::{EXIT_OK, EXIT_SYNC_FAILED, EXIT_USAGE};
+use crate::app::AppError;
 use crate::config::Config;
 use crate::env::Env;
 use crate::identity::{TokenSource, claims};
@@ -27,20 +27,17 @@ fn audience(config: &Config) -> String {
         .as_ref()
         .and_then(|v| v.as_url())
         .or_else(|| config.secrets.values().find_map(|s| s.vault.as_url()))
-        .and_then(|u| crate::identity::audience::for_vault(u, explicit))
+        .and_then(|u| crate::vault::address::audience_for(u, explicit))
         .or_else(|| explicit.map(str::to_owned))
         .unwrap_or_else(|| "https://vault.azure.net".to_owned())
 }
 
 /// Gather everything whoami shows, as JSON (no token in it).
-pub async fn report(config: &Config, env: &Env) -> Result<Value, String> {
-    let metadata = crate::http::metadata_client().map_err(|e| e.to_string())?;
-    let remote =
-        crate::http::vault_client(env, config.tls.ca_file.as_deref()).map_err(|e| e.to_string())?;
-    let source =
-        crate::identity::select(&config.auth, env, metadata, remote).map_err(|e| e.to_string())?;
+pub async fn report(config: &Config, env: &Env) -> Result<Value, AppError> {
+    let vault = crate::app::vault_client(config, env)?;
+    let source = vault.tokens().source().clone();
     let audience = audience(config);
-    let token = source.fetch(&audience).await.map_err(|e| e.to_string())?;
+    let token = source.fetch(&audience).await?;
     let c = claims::decode(token.token.expose_secret()).unwrap_or_default();
     drop(token);
     Ok(json!({
@@ -68,7 +65,9 @@ async fn instance_json(source: &dyn TokenSource) -> Value {
 }
 
 fn format_unix(secs: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    let Some(t) = crate::time::system_time(secs) else {
+        return format!("{secs} (outside {})", crate::time::RANGE);
+    };
     let left = t
         .duration_since(SystemTime::now())
         .map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string())
@@ -111,27 +110,22 @@ pub fn text(r: &Value) -> String {
     out
 }
 
-/// Run `kvsync whoami`; returns the exit code.
-pub async fn run(path: &Path, env: &Env, as_json: bool) -> u8 {
-    let config = match crate::config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("kvsync: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    match report(&config, env).await {
-        Ok(r) if as_json => {
-            println!("{r:#}");
-            EXIT_OK
-        }
-        Ok(r) => {
-            print!("{}", text(&r));
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("kvsync: no usable identity: {e}");
-            EXIT_SYNC_FAILED
-        }
+/// Run `kvsync whoami` (logging set up like every command; templates are
+/// not compiled, so whoami works even when one is broken).
+pub async fn run(
+    path: &Path,
+    env: &Env,
+    cli_format: Option<crate::config::LogFormat>,
+    as_json: bool,
+) -> Result<(), AppError> {
+    let config = crate::app::load_config(path)?;
+    crate::app::init_logging(&config, cli_format, env);
+    tracing::debug!(path = %path.display(), method = ?config.auth.method, "whoami");
+    let r = report(&config, env).await?;
+    if as_json {
+        println!("{r:#}");
+    } else {
+        print!("{}", text(&r));
     }
+    Ok(())
 }

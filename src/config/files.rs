@@ -13,26 +13,35 @@ use std::time::Duration;
 use super::raw::{Problem, RawConfig, RawFile, RawFileEntry};
 use super::resolve::{Problems, absolutize, positive_duration};
 use super::{
-    AgentConfig, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, FileSource, FileSpec, OutputFormat,
-    SecretKind, SecretSpec,
+    AgentConfig, DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Decode, FanoutSpec, FileSource, FileSpec,
+    OutputFormat, SecretKind, SecretSpec, SelectionSpec,
 };
 use crate::hooks::{Hook, HookCommand};
 use crate::platform::acl::{self, AclEntry};
+
+/// A resolved `[[file]]`: one file, or a directory of files kvsync names.
+pub(super) enum Resolved {
+    File(FileSpec),
+    Fanout(FanoutSpec),
+}
 
 /// Highest permission bits `chmod` accepts (setuid, setgid, sticky, rwx×3).
 pub const MAX_MODE: u32 = 0o7777;
 /// `(uid_t)-1` / `(gid_t)-1` mean "leave unchanged" to chown(2): not an id.
 const ID_UNCHANGED: u32 = u32::MAX;
 
-/// Resolve every `[[file]]`; duplicate destinations are errors.
-pub fn resolve_files(
+/// Resolve every `[[file]]`; duplicate destinations are errors. Returns
+/// the single files and the fan-out directories apart.
+pub(super) fn resolve_files(
     raw: &RawConfig,
     agent: &AgentConfig,
     base_dir: &Path,
     secrets: &BTreeMap<String, SecretSpec>,
+    selections: &BTreeMap<String, SelectionSpec>,
     p: &mut Problems,
-) -> Vec<FileSpec> {
+) -> (Vec<FileSpec>, Vec<FanoutSpec>) {
     let mut out: Vec<(&RawFileEntry, FileSpec)> = Vec::new();
+    let mut fanouts = Vec::new();
     let mut seen: HashMap<PathBuf, usize> = HashMap::new();
     for entry in &raw.files {
         let cx = FileCx {
@@ -40,9 +49,19 @@ pub fn resolve_files(
             entry,
             raw,
             secrets,
+            selections,
         };
-        let Some(spec) = cx.resolve(agent, base_dir, p) else {
-            continue;
+        let spec = match cx.resolve(agent, base_dir, p) {
+            None => continue,
+            Some(Resolved::Fanout(f)) => {
+                if let Some(first) = seen.insert(f.dir.clone(), entry.index) {
+                    let span = entry.file.path.as_ref().map(Spanned::span);
+                    p.push(Problem::new(span, format!("{}.path", cx.key), format!("{} is already the destination of file[{first}]; each directory may be written by one [[file]] only", f.dir.display())));
+                }
+                fanouts.push(f);
+                continue;
+            }
+            Some(Resolved::File(spec)) => spec,
         };
         if let Some(first) = seen.get(&spec.path) {
             let span = entry.file.path.as_ref().map(Spanned::span);
@@ -58,7 +77,7 @@ pub fn resolve_files(
     }
     check_rollback_groups(&out, p);
     check_hook_timeout_groups(&out, p);
-    out.into_iter().map(|(_, spec)| spec).collect()
+    (out.into_iter().map(|(_, spec)| spec).collect(), fanouts)
 }
 
 /// `rollback` is a property of a hook group: every file sharing an
@@ -154,6 +173,7 @@ struct FileCx<'a> {
     entry: &'a RawFileEntry,
     raw: &'a RawConfig,
     secrets: &'a BTreeMap<String, SecretSpec>,
+    selections: &'a BTreeMap<String, SelectionSpec>,
 }
 
 impl FileCx<'_> {
@@ -248,8 +268,11 @@ impl FileCx<'_> {
         format!("{}.{field}", self.key)
     }
 
-    fn resolve(&self, agent: &AgentConfig, base_dir: &Path, p: &mut Problems) -> Option<FileSpec> {
+    fn resolve(&self, agent: &AgentConfig, base_dir: &Path, p: &mut Problems) -> Option<Resolved> {
         let f = &self.entry.file;
+        if f.selection.is_some() || f.ccs.as_ref().is_some_and(|v| *v.get_ref()) {
+            return self.fanout(base_dir, p).map(Resolved::Fanout);
+        }
         let path = match &f.path {
             None => {
                 p.push(Problem::new(
@@ -306,7 +329,8 @@ impl FileCx<'_> {
         let source = source?;
         let (pfx_password, pfx_legacy) = self.pfx_options(f, &source, p);
         let verify = self.command(&f.verify, "verify", "no check", hook_timeout, p);
-        Some(FileSpec {
+        let decode = self.decode(f, &source, p);
+        Some(Resolved::File(FileSpec {
             path: path?,
             source,
             mode: file_mode,
@@ -319,7 +343,9 @@ impl FileCx<'_> {
             pfx_legacy,
             verify,
             rollback: f.rollback.as_ref().is_some_and(|v| *v.get_ref()),
-        })
+            decode: decode.ok()?,
+            follow_symlinks: f.follow_symlinks.as_ref().is_some_and(|v| *v.get_ref()),
+        }))
     }
 
     /// `pfx_password` (an alias of a plain secret) and `pfx_legacy`: only
@@ -438,15 +464,41 @@ impl FileCx<'_> {
             );
             return None;
         }
+        // An alias that failed its own checks was reported already.
+        let spec = self.secrets.get(name);
         let format = match format {
+            None if spec.is_some_and(|s| s.kind == SecretKind::Key) => OutputFormat::Pem,
             None => OutputFormat::Raw,
             Some(v) => output_format(v, &self.k("format"), p)?,
         };
-        // An alias that failed its own checks was reported already.
-        let spec = self.secrets.get(name)?;
-        if format != OutputFormat::Raw && spec.kind != SecretKind::Certificate {
-            if let Some(v) = &self.entry.file.format {
-                p.at(v, self.k("format"), format!("format \"{}\" needs a certificate: declare {name} with type = \"certificate\", or use format = \"raw\"", v.get_ref()));
+        let spec = spec?;
+        let problem = match (spec.kind, format) {
+            (SecretKind::Secret, OutputFormat::Raw) => None,
+            (SecretKind::Secret, _) => Some(format!(
+                "needs a certificate or a key: declare {name} with type = \"certificate\" (or \"key\" for format = \"pem\"), or use format = \"raw\""
+            )),
+            (SecretKind::Key, OutputFormat::Pem) => None,
+            (SecretKind::Key, _) => Some(format!(
+                "{name} is a key: the only format of a key is \"pem\" (its public key)"
+            )),
+            (SecretKind::Certificate, OutputFormat::Cert) => None,
+            (SecretKind::Certificate, _) if spec.public_only => Some(format!(
+                "{name} is public_only: without its private key and chain only format = \"cert\" is available"
+            )),
+            (SecretKind::Certificate, _) => None,
+        };
+        if let Some(problem) = problem {
+            match &self.entry.file.format {
+                Some(v) => p.at(
+                    v,
+                    self.k("format"),
+                    format!("format \"{}\" {problem}", v.get_ref()),
+                ),
+                None => p.at(
+                    alias,
+                    self.k("secret"),
+                    format!("format \"raw\" (the default) {problem}"),
+                ),
             }
             return None;
         }
@@ -455,6 +507,256 @@ impl FileCx<'_> {
             format,
         })
     }
+}
+
+impl FileCx<'_> {
+    /// `decode`: only with `secret = "<alias>"` of a plain secret written
+    /// whole (`format = "raw"`). `Err(())` when given but invalid.
+    fn decode(
+        &self,
+        f: &RawFile,
+        source: &FileSource,
+        p: &mut Problems,
+    ) -> Result<Option<Decode>, ()> {
+        let Some(v) = &f.decode else { return Ok(None) };
+        let decode = decode_kind(v, &self.k("decode"), p).ok_or(())?;
+        let message = match source {
+            FileSource::Object { format: OutputFormat::Raw, alias } => match self.secrets.get(alias) {
+                Some(s) if s.kind == SecretKind::Secret => return Ok(Some(decode)),
+                _ => format!("decode applies only to a plain secret written whole; \"{alias}\" is not one"),
+            },
+            FileSource::Object { format, alias } => {
+                let kind = self.secrets.get(alias).map(|s| s.kind);
+                let what = if kind == Some(SecretKind::Key) { "a key" } else { "an object" };
+                format!("decode cannot be combined with format = \"{}\" of {what}: decode writes the decoded bytes of a plain secret (format = \"raw\")", format_name(*format))
+            }
+            FileSource::Template(_) | FileSource::Inline(_) => "decode needs secret = \"<alias>\" (the secret whose text is decoded); templates produce their own text, use the base64_decode filter there for text".to_owned(),
+        };
+        p.at(v, self.k("decode"), message);
+        Err(())
+    }
+
+    /// A `[[file]]` with `selection = "<alias>"` or `ccs = true`: `path` is
+    /// a directory of files kvsync names and records.
+    fn fanout(&self, base_dir: &Path, p: &mut Problems) -> Option<FanoutSpec> {
+        let f = &self.entry.file;
+        let what = if f.selection.is_some() {
+            "selection"
+        } else {
+            "ccs"
+        };
+        let dir = match &f.path {
+            None => {
+                p.push(Problem::new(
+                    Some(self.entry.span.clone()),
+                    self.k("path"),
+                    format!("missing: {what} needs path = \"/directory\""),
+                ));
+                None
+            }
+            Some(v) if v.get_ref().trim().is_empty() => {
+                p.at(
+                    v,
+                    self.k("path"),
+                    "expected a directory path, found an empty string",
+                );
+                None
+            }
+            Some(v) => {
+                let dir = absolutize(base_dir, v.get_ref());
+                match std::fs::symlink_metadata(&dir) {
+                    Ok(m) if !m.is_dir() => {
+                        p.at(v, self.k("path"), format!("{what} writes one file per name into a directory, but {} exists and is not a directory", dir.display()));
+                        None
+                    }
+                    _ => Some(dir),
+                }
+            }
+        };
+        for (k, v) in [("template", &f.template), ("contents", &f.contents)] {
+            if let Some(v) = v {
+                p.at(v, self.k(k), format!("conflicts with {what}: a {what} directory is filled by kvsync, not by a template"));
+            }
+        }
+        for (k, v) in [("verify", &f.verify)] {
+            if let Some(v) = v {
+                p.at(v, self.k(k), format!("{k} is not supported with {what}"));
+            }
+        }
+        if let Some(v) = &f.rollback {
+            p.at(
+                v,
+                self.k("rollback"),
+                format!("rollback is not supported with {what}"),
+            );
+        }
+        let source = match &f.selection {
+            Some(sel) => self.selection_source(sel, f, p),
+            None => self.ccs_source(f, p),
+        };
+        let mode = mode(&f.mode, &self.k("mode"), DEFAULT_FILE_MODE, p);
+        let dir_mode = mode_or(&f.dir_mode, &self.k("dir_mode"), DEFAULT_DIR_MODE, p);
+        let owner = id(&f.owner, &self.k("owner"), IdKind::User, p);
+        let group = id(&f.group, &self.k("group"), IdKind::Group, p);
+        let on_change = self.command(&f.on_change, "on_change", "no hook", None, p);
+        Some(FanoutSpec {
+            dir: dir?,
+            source: source?,
+            mode,
+            owner: owner.ok()?,
+            group: group.ok()?,
+            dir_mode,
+            on_change,
+        })
+    }
+
+    fn selection_source(
+        &self,
+        sel: &Spanned<String>,
+        f: &RawFile,
+        p: &mut Problems,
+    ) -> Option<super::FanoutSource> {
+        let name = sel.get_ref();
+        for (k, v) in [("secret", &f.secret)] {
+            if let Some(v) = v {
+                p.at(
+                    v,
+                    self.k(k),
+                    "conflicts with selection: set one of secret or selection",
+                );
+            }
+        }
+        if let Some(v) = &f.ccs {
+            p.at(
+                v,
+                self.k("ccs"),
+                "ccs applies to a certificate (secret = \"<alias>\"), not to a selection",
+            );
+        }
+        for (k, v) in [
+            ("pfx_password", f.pfx_password.as_ref().map(Spanned::span)),
+            ("pfx_legacy", f.pfx_legacy.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(span) = v {
+                p.push(Problem::new(
+                    Some(span),
+                    self.k(k),
+                    format!("{k} applies only with format = \"pfx\""),
+                ));
+            }
+        }
+        if let Some(v) = &f.format
+            && v.get_ref() != "raw"
+        {
+            p.at(v, self.k("format"), "a selection writes each secret's value: only format = \"raw\" (optionally with decode)");
+        }
+        let decode = match &f.decode {
+            None => None,
+            Some(v) => Some(decode_kind(v, &self.k("decode"), p)?),
+        };
+        if !self.selections.contains_key(name) {
+            if !self.raw.declared_selections.iter().any(|a| a == name) {
+                let declared = if self.raw.declared_selections.is_empty() {
+                    "none declared".to_owned()
+                } else {
+                    format!("declared: {}", self.raw.declared_selections.join(", "))
+                };
+                p.at(
+                    sel,
+                    self.k("selection"),
+                    format!("\"{name}\" is not an alias in [selections] ({declared})"),
+                );
+            }
+            return None;
+        }
+        Some(super::FanoutSource::Selection {
+            alias: name.clone(),
+            decode,
+        })
+    }
+
+    fn ccs_source(&self, f: &RawFile, p: &mut Problems) -> Option<super::FanoutSource> {
+        let ccs_span = f.ccs.as_ref().map(Spanned::span);
+        if let Some(v) = &f.decode {
+            p.at(
+                v,
+                self.k("decode"),
+                "decode cannot be combined with ccs (a PFX per DNS name of a certificate)",
+            );
+        }
+        match &f.format {
+            Some(v) if v.get_ref() == "pfx" => {}
+            Some(v) => p.at(v, self.k("format"), format!("ccs = true writes PFX files: it needs format = \"pfx\", not \"{}\"", v.get_ref())),
+            None => p.push(Problem::new(ccs_span.clone(), self.k("ccs"), "ccs = true needs format = \"pfx\" (the IIS Centralized Certificate Store holds PFX files)")),
+        }
+        let Some(alias) = &f.secret else {
+            p.push(Problem::new(
+                ccs_span,
+                self.k("ccs"),
+                "ccs = true needs secret = \"<alias>\" of a type = \"certificate\" secret",
+            ));
+            return None;
+        };
+        let name = alias.get_ref();
+        match self.secrets.get(name) {
+            Some(s) if s.kind == SecretKind::Certificate && !s.public_only => {}
+            Some(_) => {
+                p.at(alias, self.k("secret"), format!("ccs = true needs a certificate with its private key; \"{name}\" is not one (type = \"certificate\", without public_only)"));
+                return None;
+            }
+            None if self.raw.declared_aliases.iter().any(|a| a == name) => return None,
+            None => {
+                p.at(
+                    alias,
+                    self.k("secret"),
+                    format!("\"{name}\" is not an alias in [secrets]"),
+                );
+                return None;
+            }
+        }
+        let pfx_password = match &f.pfx_password {
+            None => None,
+            Some(v) => match self.secrets.get(v.get_ref()) {
+                Some(s) if s.kind == SecretKind::Secret => Some(v.get_ref().clone()),
+                _ => {
+                    p.at(v, self.k("pfx_password"), format!("\"{}\" is not a plain secret in [secrets]; pfx_password names the secret holding the PFX password", v.get_ref()));
+                    return None;
+                }
+            },
+        };
+        Some(super::FanoutSource::Ccs {
+            alias: name.clone(),
+            pfx_password,
+            pfx_legacy: f.pfx_legacy.as_ref().is_some_and(|v| *v.get_ref()),
+        })
+    }
+}
+
+fn decode_kind(v: &Spanned<String>, key: &str, p: &mut Problems) -> Option<Decode> {
+    match v.get_ref().as_str() {
+        "base64" => Some(Decode::Base64),
+        "hex" => Some(Decode::Hex),
+        _ => {
+            p.at(v, key, "expected \"base64\" or \"hex\"");
+            None
+        }
+    }
+}
+
+fn format_name(f: OutputFormat) -> &'static str {
+    match f {
+        OutputFormat::Pfx => "pfx",
+        OutputFormat::Pem => "pem",
+        OutputFormat::Key => "key",
+        OutputFormat::Cert => "cert",
+        OutputFormat::Chain => "chain",
+        OutputFormat::Fullchain => "fullchain",
+        OutputFormat::Raw => "raw",
+    }
+}
+
+fn mode_or(v: &Option<Spanned<toml::Value>>, key: &str, default: u32, p: &mut Problems) -> u32 {
+    mode(v, key, default, p)
 }
 
 fn output_format(v: &Spanned<String>, key: &str, p: &mut Problems) -> Option<OutputFormat> {

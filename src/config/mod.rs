@@ -7,12 +7,15 @@
 mod files;
 pub mod raw;
 mod resolve;
+mod selections;
 mod store;
 mod summary;
+pub mod trust;
 mod vault_ref;
 
 pub use files::parse_mode;
-pub use resolve::MAX_CONCURRENCY;
+pub use resolve::{MAX_CONCURRENCY, host_port};
+pub use selections::matches as selection_matches;
 pub use summary::summary;
 pub use vault_ref::VaultRef;
 
@@ -41,6 +44,16 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `[agent] cert_expiry_warning`: warn two weeks before a
 /// delivered certificate expires (the default, 14 days).
 pub const DEFAULT_CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Default `[exec] stop_timeout`: SIGTERM, then SIGKILL after this long
+/// (Docker's and systemd's defaults are 10 s and 90 s; 10 s keeps a restart
+/// on rotation short).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `[exec] signal` with `on_change = "signal"`.
+pub const DEFAULT_EXEC_SIGNAL: &str = "SIGHUP";
+/// Signals `[exec] signal` may name (the ones services use to reload).
+pub const EXEC_SIGNALS: &[&str] = &[
+    "SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGWINCH",
+];
 /// Default mode of parent directories kvsync creates.
 pub const DEFAULT_DIR_MODE: u32 = 0o755;
 /// Default file mode when `mode` is not given: owner-only, since files
@@ -61,10 +74,54 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Secrets by alias.
     pub secrets: BTreeMap<String, SecretSpec>,
+    /// `[selections]` by alias.
+    pub selections: BTreeMap<String, SelectionSpec>,
     pub files: Vec<FileSpec>,
+    /// `[[file]]` tables whose `path` is a directory written one file per
+    /// name (`selection = ...`, `ccs = true`); kept apart from `files`,
+    /// whose entries are one file each.
+    pub fanouts: Vec<FanoutSpec>,
+    /// `[env]`: variable name → template, in file order (`kvsync exec`).
+    pub env: Vec<EnvVar>,
+    pub exec: ExecConfig,
     /// `[[store]]`: Windows certificate store targets (always empty on Unix,
     /// where the table is a config error).
     pub stores: Vec<StoreSpec>,
+}
+
+/// One `[env]` entry: rendered like a file, added to the child's environment.
+#[derive(Clone, Debug)]
+pub struct EnvVar {
+    pub name: String,
+    pub template: String,
+}
+
+/// What `kvsync exec` does when an `[env]` value or a file changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnChange {
+    /// Stop the child (signal, then SIGKILL after `stop_timeout`) and start it again.
+    Restart,
+    /// Send `[exec] signal` to the running child (Unix only).
+    Signal,
+}
+
+/// `[exec]`
+#[derive(Clone, Debug)]
+pub struct ExecConfig {
+    pub on_change: OnChange,
+    /// Signal name from [`EXEC_SIGNALS`], e.g. `SIGHUP`.
+    pub signal: String,
+    pub stop_timeout: Duration,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        Self {
+            on_change: OnChange::Restart,
+            signal: DEFAULT_EXEC_SIGNAL.to_owned(),
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +138,12 @@ pub struct AgentConfig {
     pub hook_timeout: Duration,
     /// Warn (log + metric) when a delivered certificate expires within this.
     pub cert_expiry_warning: Duration,
+    /// `once` isolates hook groups like `run` (`once --keep-going`).
+    pub keep_going: bool,
+    /// `once` retries transient failures for this long (`once --wait`).
+    pub once_wait: Option<Duration>,
+    /// `POST /sync` is served on a non-loopback `listen` address.
+    pub allow_remote_sync: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,10 +163,10 @@ pub enum AuthMethod {
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
     pub method: AuthMethod,
-    /// User-assigned identity selectors (IMDS only); at most one is set.
-    pub client_id: Option<String>,
-    pub object_id: Option<String>,
-    pub resource_id: Option<String>,
+    /// The user-assigned identity to use (`client_id`, `object_id` or
+    /// `resource_id`; at most one can be configured); `None`: the
+    /// system-assigned one.
+    pub user_assigned: Option<UserAssigned>,
     /// Overrides `IDENTITY_ENDPOINT` (HIMDS token endpoint).
     pub identity_endpoint: Option<Url>,
     /// Overrides the IMDS base URL (`http://169.254.169.254`).
@@ -117,6 +180,35 @@ pub struct AuthConfig {
     /// agent's token directory in the challenge-path check. Documented as
     /// test-only; never set it on a real host.
     pub test_arc_token_dir: Option<PathBuf>,
+    /// `[auth] arc_agent_user`: the user the Arc agent (himds) runs as;
+    /// listeners of root or this user may receive the challenge key
+    /// (default `himds`).
+    pub arc_agent_user: Option<String>,
+    /// Vault hosts (`host` or `host:port`) that may receive a token for the
+    /// explicit `audience`: the hosts of the literal vault URLs of the
+    /// config plus `[auth] audience_hosts`.
+    pub audience_hosts: Vec<String>,
+}
+
+/// How `[auth]` selects a user-assigned identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserAssigned {
+    ClientId(String),
+    /// The identity's object (principal) id.
+    ObjectId(String),
+    /// The identity's ARM resource id.
+    ResourceId(String),
+}
+
+impl UserAssigned {
+    /// The client id, when that is how the identity is selected (workload
+    /// identity knows no other selector).
+    pub fn client_id(&self) -> Option<&str> {
+        match self {
+            UserAssigned::ClientId(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 impl AuthConfig {
@@ -125,14 +217,14 @@ impl AuthConfig {
     pub fn with_method(method: AuthMethod) -> Self {
         Self {
             method,
-            client_id: None,
-            object_id: None,
-            resource_id: None,
+            user_assigned: None,
             identity_endpoint: None,
             imds_endpoint: None,
             authority_host: None,
             audience: None,
             test_arc_token_dir: None,
+            arc_agent_user: None,
+            audience_hosts: Vec::new(),
         }
     }
 }
@@ -148,6 +240,8 @@ pub struct TlsConfig {
 pub enum SecretKind {
     Secret,
     Certificate,
+    /// `type = "key"`: the public part of a Key Vault key.
+    Key,
 }
 
 #[derive(Clone, Debug)]
@@ -161,6 +255,64 @@ pub struct SecretSpec {
     pub kind: SecretKind,
     /// Certificates only: append the self-signed root to `chain`/`fullchain`.
     pub include_root: bool,
+    /// A missing (404) or disabled secret renders `default` instead of
+    /// failing the round; `meta.<alias>.present` is then false.
+    pub optional: bool,
+    /// What `secrets.<alias>` is when an optional secret is absent.
+    pub default: String,
+    /// Certificates only: read `GET /certificates/{name}` (the leaf, no
+    /// key, no chain) instead of the secret.
+    pub public_only: bool,
+}
+
+/// One `[selections]` entry: every enabled secret of `vault` whose name
+/// starts with `prefix` and whose tags include all of `tags`.
+#[derive(Clone, Debug)]
+pub struct SelectionSpec {
+    pub alias: String,
+    pub prefix: String,
+    pub tags: BTreeMap<String, String>,
+    pub vault: VaultRef,
+    /// Names in `selected.<alias>` and fan-out files without the prefix.
+    pub strip_prefix: bool,
+}
+
+/// `decode = "base64" | "hex"` of a `[[file]]`: the secret holds text that
+/// encodes the bytes to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decode {
+    Base64,
+    Hex,
+}
+
+/// What a fan-out directory holds.
+#[derive(Clone, Debug)]
+pub enum FanoutSource {
+    /// `selection = "alias"`: one file per selected secret, named after it.
+    Selection {
+        alias: String,
+        decode: Option<Decode>,
+    },
+    /// `ccs = true`: one PFX per DNS name of a certificate, named as the
+    /// IIS Centralized Certificate Store expects.
+    Ccs {
+        alias: String,
+        pfx_password: Option<String>,
+        pfx_legacy: bool,
+    },
+}
+
+/// A `[[file]]` whose `path` is a directory of files kvsync names.
+#[derive(Clone, Debug)]
+pub struct FanoutSpec {
+    /// Absolute directory path.
+    pub dir: PathBuf,
+    pub source: FanoutSource,
+    pub mode: u32,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub dir_mode: u32,
+    pub on_change: Option<crate::hooks::Hook>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,6 +361,12 @@ pub struct FileSpec {
     /// Restore the previous files of the hook group if its `on_change`
     /// fails (every member of the group agrees).
     pub rollback: bool,
+    /// Follow symlinks in the directories of `path` and skip the check of
+    /// who may write to them (trusts every owner of that path; default
+    /// false: a symlinked or foreign-writable ancestor is refused).
+    pub follow_symlinks: bool,
+    /// `secret = alias` with `format = "raw"`: write the decoded bytes.
+    pub decode: Option<Decode>,
 }
 
 /// Default `[[store]] keep`: the current version and the one before it (a
@@ -309,21 +467,42 @@ impl std::fmt::Display for ConfigError {
 }
 
 /// Read and resolve a config file. The path is made absolute first (it is
-/// the base of relative paths and appears in every diagnostic).
+/// the base of relative paths and appears in every diagnostic). As root,
+/// the file, its templates and the templates directory must be owned by
+/// root and writable by nobody else ([`trust`]).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    match std::fs::read_to_string(&abs) {
-        Ok(text) => parse(&text, &abs),
-        Err(e) => Err(ConfigError {
-            diagnostics: vec![Diagnostic {
-                file: abs,
-                line: None,
-                column: None,
-                key: "-".to_owned(),
-                message: format!("cannot read the config file: {e}"),
-            }],
-        }),
+    let strict = trust::required();
+    let read_error = |e: std::io::Error| ConfigError {
+        diagnostics: vec![Diagnostic {
+            file: abs.clone(),
+            line: None,
+            column: None,
+            key: "-".to_owned(),
+            message: format!("cannot read the config file: {e}"),
+        }],
+    };
+    // One descriptor for the check and the read: what is checked is what
+    // is parsed.
+    let mut file = std::fs::File::open(&abs).map_err(read_error)?;
+    if strict {
+        let meta = file.metadata().map_err(read_error)?;
+        if let Some(d) = trust::check_meta(&abs, &meta, "config file") {
+            return Err(ConfigError {
+                diagnostics: vec![d],
+            });
+        }
     }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(read_error)?;
+    let config = parse(&text, &abs)?;
+    if strict {
+        let diagnostics = trust::check_templates(&config);
+        if !diagnostics.is_empty() {
+            return Err(ConfigError { diagnostics });
+        }
+    }
+    Ok(config)
 }
 
 /// Resolve config text; `path` is used for messages and relative paths

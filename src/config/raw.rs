@@ -16,7 +16,18 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 /// Top-level keys of the config file, in the order the docs list them.
-pub const TOP_LEVEL_KEYS: &[&str] = &["vault", "agent", "auth", "tls", "secrets", "file", "store"];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "vault",
+    "agent",
+    "auth",
+    "tls",
+    "secrets",
+    "selections",
+    "file",
+    "env",
+    "exec",
+    "store",
+];
 
 /// One problem found while loading, before it is turned into a
 /// [`super::Diagnostic`] (which needs the file name and line/column).
@@ -57,6 +68,25 @@ pub struct RawAgent {
     pub concurrency: Option<Spanned<i64>>,
     pub hook_timeout: Option<Spanned<String>>,
     pub cert_expiry_warning: Option<Spanned<String>>,
+    pub keep_going: Option<Spanned<bool>>,
+    pub once_wait: Option<Spanned<String>>,
+    pub allow_remote_sync: Option<Spanned<bool>>,
+}
+
+/// `[exec]` (the `kvsync exec` supervisor).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExec {
+    pub on_change: Option<Spanned<String>>,
+    pub signal: Option<Spanned<String>>,
+    pub stop_timeout: Option<Spanned<String>>,
+}
+
+/// One `[env]` entry: `NAME = "template"`, with the span of its key.
+#[derive(Debug)]
+pub struct RawEnvVar {
+    pub name: Spanned<String>,
+    pub template: Spanned<String>,
 }
 
 /// `[auth]`
@@ -74,6 +104,8 @@ pub struct RawAuth {
     /// TEST ONLY (see docs/CONFIG.md): replaces the Arc agent's token
     /// directory in the challenge-file check.
     pub insecure_test_arc_token_dir: Option<Spanned<String>>,
+    pub arc_agent_user: Option<Spanned<String>>,
+    pub audience_hosts: Option<Spanned<Vec<String>>>,
 }
 
 /// `[tls]`
@@ -93,6 +125,26 @@ pub struct RawSecretTable {
     #[serde(rename = "type")]
     pub kind: Option<Spanned<String>>,
     pub include_root: Option<Spanned<bool>>,
+    pub optional: Option<Spanned<bool>>,
+    pub default: Option<Spanned<String>>,
+    pub public_only: Option<Spanned<bool>>,
+}
+
+/// One `[selections]` entry: `alias = { prefix, tags, vault, strip_prefix }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelection {
+    pub prefix: Option<Spanned<String>>,
+    pub tags: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    pub vault: Option<Spanned<String>>,
+    pub strip_prefix: Option<Spanned<bool>>,
+}
+
+/// A selection alias with the span of its key.
+#[derive(Debug)]
+pub struct RawSelectionEntry {
+    pub alias: Spanned<String>,
+    pub selection: RawSelection,
 }
 
 /// A `[secrets]` entry: `alias = "name"` or `alias = { name = ..., ... }`.
@@ -100,7 +152,8 @@ pub struct RawSecretTable {
 #[derive(Debug)]
 pub enum RawSecret {
     Name(Spanned<String>),
-    Table(RawSecretTable),
+    /// Boxed: the table is far larger than a name.
+    Table(Box<RawSecretTable>),
 }
 
 /// One `[[file]]` table. `mode`, `dir_mode`, `owner` and `group` are kept as
@@ -128,6 +181,10 @@ pub struct RawFile {
     pub pfx_legacy: Option<Spanned<bool>>,
     pub verify: Option<Spanned<toml::Value>>,
     pub rollback: Option<Spanned<bool>>,
+    pub follow_symlinks: Option<Spanned<bool>>,
+    pub selection: Option<Spanned<String>>,
+    pub decode: Option<Spanned<String>>,
+    pub ccs: Option<Spanned<bool>>,
 }
 
 /// One `[[store]]` table (Windows certificate store target, `crate::store`).
@@ -177,10 +234,16 @@ pub struct RawConfig {
     pub agent: RawAgent,
     pub auth: RawAuth,
     pub tls: RawTls,
+    pub exec: RawExec,
+    pub env: Vec<RawEnvVar>,
     /// Every declared alias, even those whose entry failed to deserialize,
     /// so a `secret = alias` reference to it is not reported twice.
     pub declared_aliases: Vec<String>,
     pub secrets: Vec<RawAlias>,
+    /// `[selections]`, in file order.
+    pub selections: Vec<RawSelectionEntry>,
+    /// Every declared selection alias (even if its entry failed).
+    pub declared_selections: Vec<String>,
     pub files: Vec<RawFileEntry>,
     pub stores: Vec<RawStoreEntry>,
 }
@@ -212,7 +275,10 @@ pub fn parse(text: &str) -> (RawConfig, Vec<Problem>) {
             "agent" => raw.agent = cx.section(value, "agent").unwrap_or_default(),
             "auth" => raw.auth = cx.section(value, "auth").unwrap_or_default(),
             "tls" => raw.tls = cx.section(value, "tls").unwrap_or_default(),
+            "exec" => raw.exec = cx.section(value, "exec").unwrap_or_default(),
+            "env" => cx.env(value, &mut raw),
             "secrets" => cx.secrets(value, &mut raw),
+            "selections" => cx.selections(value, &mut raw),
             "file" => cx.files(value, &mut raw),
             "store" => cx.stores(value, &mut raw),
             other => problems.push(Problem::new(
@@ -318,14 +384,16 @@ impl<'i> Cx<'_, 'i> {
                 DeValue::String(s) => {
                     Some(RawSecret::Name(Spanned::new(entry.span(), s.to_string())))
                 }
-                DeValue::Table(_) => self.de(entry, &key).map(RawSecret::Table),
+                DeValue::Table(_) => self
+                    .de::<RawSecretTable>(entry, &key)
+                    .map(|t| RawSecret::Table(Box::new(t))),
                 other => {
                     self.problems.push(Problem::new(
                         Some(entry.span()),
                         key,
                         format!(
                             "expected a secret name (string) or an inline table \
-                             {{ name, version, vault, type, include_root }}, found {}",
+                             {{ name, version, vault, type, include_root, optional, default, public_only }}, found {}",
                             other.type_str()
                         ),
                     ));
@@ -335,6 +403,73 @@ impl<'i> Cx<'_, 'i> {
             if let Some(secret) = secret {
                 let alias = Spanned::new(alias.span(), alias_name.to_owned());
                 raw.secrets.push(RawAlias { alias, secret });
+            }
+        }
+    }
+
+    fn env(&mut self, value: &Spanned<DeValue<'i>>, raw: &mut RawConfig) {
+        let Some(table) = value.get_ref().as_table() else {
+            self.problems.push(Problem::new(
+                Some(value.span()),
+                "env",
+                format!(
+                    "expected a table ([env]), found {}",
+                    value.get_ref().type_str()
+                ),
+            ));
+            return;
+        };
+        for (name, entry) in table.iter() {
+            let key = format!("env.{}", name.get_ref());
+            match entry.get_ref() {
+                DeValue::String(s) => raw.env.push(RawEnvVar {
+                    name: Spanned::new(name.span(), name.get_ref().to_string()),
+                    template: Spanned::new(entry.span(), s.to_string()),
+                }),
+                other => self.problems.push(Problem::new(
+                    Some(entry.span()),
+                    key,
+                    format!(
+                        "expected a template string such as \"{{{{ secrets.db_password }}}}\", found {}",
+                        other.type_str()
+                    ),
+                )),
+            }
+        }
+    }
+
+    fn selections(&mut self, value: &Spanned<DeValue<'i>>, raw: &mut RawConfig) {
+        let Some(table) = value.get_ref().as_table() else {
+            self.problems.push(Problem::new(
+                Some(value.span()),
+                "selections",
+                format!(
+                    "expected a table ([selections]), found {}",
+                    value.get_ref().type_str()
+                ),
+            ));
+            return;
+        };
+        for (alias, entry) in table.iter() {
+            let alias_name: &str = alias.get_ref();
+            raw.declared_selections.push(alias_name.to_owned());
+            let key = format!("selections.{alias_name}");
+            if !entry.get_ref().is_table() {
+                self.problems.push(Problem::new(
+                    Some(entry.span()),
+                    key,
+                    format!(
+                        "expected an inline table {{ prefix, tags, vault, strip_prefix }}, found {}",
+                        entry.get_ref().type_str()
+                    ),
+                ));
+                continue;
+            }
+            if let Some(selection) = self.de::<RawSelection>(entry, &key) {
+                raw.selections.push(RawSelectionEntry {
+                    alias: Spanned::new(alias.span(), alias_name.to_owned()),
+                    selection,
+                });
             }
         }
     }
@@ -413,7 +548,9 @@ fn serde_message(message: &str) -> String {
         "RawAgent",
         "RawAuth",
         "RawTls",
+        "RawExec",
         "RawSecretTable",
+        "RawSelection",
         "RawFile",
         "RawStore",
     ] {

@@ -12,11 +12,16 @@ use std::time::Duration;
 use toml::Spanned;
 use url::Url;
 
-use super::raw::{Problem, RawAgent, RawAlias, RawAuth, RawConfig, RawSecret, RawTls};
+use crate::vault::address::{self as vault_url, VaultUrl};
+
+use super::raw::{
+    Problem, RawAgent, RawAlias, RawAuth, RawConfig, RawEnvVar, RawExec, RawSecret, RawTls,
+};
 use super::{
     AgentConfig, AuthConfig, AuthMethod, Config, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_CONCURRENCY,
-    DEFAULT_DEADLINE, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER, LogFormat,
-    SecretKind, SecretSpec, TlsConfig, VaultRef,
+    DEFAULT_DEADLINE, DEFAULT_EXEC_SIGNAL, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_JITTER,
+    DEFAULT_STOP_TIMEOUT, EXEC_SIGNALS, EnvVar, ExecConfig, LogFormat, OnChange, SecretKind,
+    SecretSpec, TlsConfig, UserAssigned, VaultRef,
 };
 
 /// Upper bound of `[agent] concurrency`. Key Vault throttles at 4000
@@ -51,7 +56,7 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
     let agent = agent(&raw.agent, &base_dir, p);
-    let auth = auth(&raw.auth, &base_dir, p);
+    let mut auth = auth(&raw.auth, &base_dir, p);
     let tls = tls(&raw.tls, &base_dir);
     let vault = raw
         .vault
@@ -62,10 +67,29 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         declared: raw.vault.is_some(),
     };
     let secrets = secrets(&raw, &default_vault, &auth, p);
-    let files = super::files::resolve_files(&raw, &agent, &base_dir, &secrets, p);
+    let selections = super::selections::resolve_selections(&raw, &default_vault, &auth, p);
+    let (files, fanouts) =
+        super::files::resolve_files(&raw, &agent, &base_dir, &secrets, &selections, p);
+    let env = env(&raw.env, p);
+    let exec = exec(&raw.exec, p);
     let stores = super::store::resolve_stores(&raw, &secrets, p);
     if !p.0.is_empty() {
         return None;
+    }
+    // The explicit audience goes only to hosts the operator named: the
+    // literal vault URLs of this file plus [auth] audience_hosts (never a
+    // host chosen by a template over instance metadata or tags).
+    if auth.audience.is_some() {
+        let literal = vault.iter().chain(secrets.values().map(|s| &s.vault));
+        for v in literal {
+            if let VaultRef::Url(url) = v
+                && let Some(host) = host_port(url)
+            {
+                auth.audience_hosts.push(host);
+            }
+        }
+        auth.audience_hosts.sort();
+        auth.audience_hosts.dedup();
     }
     Some(Config {
         source: source.to_path_buf(),
@@ -75,8 +99,22 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         auth,
         tls,
         secrets,
+        selections,
         files,
         stores,
+        env,
+        exec,
+        fanouts,
+    })
+}
+
+/// `host` or `host:port` (lowercase) of a vault URL, as `audience_hosts`
+/// lists them.
+pub fn host_port(url: &Url) -> Option<String> {
+    let host = url.host_str()?.to_ascii_lowercase();
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
     })
 }
 
@@ -168,6 +206,88 @@ fn agent(raw: &RawAgent, base_dir: &Path, p: &mut Problems) -> AgentConfig {
             DEFAULT_CERT_EXPIRY_WARNING,
             p,
         ),
+        keep_going: raw.keep_going.as_ref().is_some_and(|v| *v.get_ref()),
+        once_wait: raw
+            .once_wait
+            .as_ref()
+            .map(|_| duration(&raw.once_wait, "agent.once_wait", Duration::ZERO, p)),
+        allow_remote_sync: raw.allow_remote_sync.as_ref().is_some_and(|v| *v.get_ref()),
+    }
+}
+
+/// An environment variable name: letters, digits and `_`, not starting
+/// with a digit (POSIX "portable" names; also safe on Windows).
+fn is_env_name(s: &str) -> bool {
+    is_identifier(s)
+}
+
+fn env(raw: &[RawEnvVar], p: &mut Problems) -> Vec<EnvVar> {
+    let mut out: Vec<EnvVar> = Vec::with_capacity(raw.len());
+    for v in raw {
+        let name = v.name.get_ref();
+        if !is_env_name(name) {
+            p.at(
+                &v.name,
+                format!("env.{name}"),
+                "an environment variable name: letters, digits and _, not starting with a digit",
+            );
+            continue;
+        }
+        out.push(EnvVar {
+            name: name.clone(),
+            template: v.template.get_ref().clone(),
+        });
+    }
+    out
+}
+
+fn exec(raw: &RawExec, p: &mut Problems) -> ExecConfig {
+    let on_change = match raw.on_change.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "restart")) => OnChange::Restart,
+        Some((_, "signal")) if cfg!(unix) => OnChange::Signal,
+        Some((v, "signal")) => {
+            p.at(
+                v,
+                "exec.on_change",
+                "\"signal\" is not available on this platform; use \"restart\"",
+            );
+            OnChange::Restart
+        }
+        Some((v, _)) => {
+            p.at(v, "exec.on_change", "expected \"restart\" or \"signal\"");
+            OnChange::Restart
+        }
+    };
+    let signal = match &raw.signal {
+        None => DEFAULT_EXEC_SIGNAL.to_owned(),
+        Some(v) => {
+            let name = v.get_ref().trim().to_ascii_uppercase();
+            let name = if name.starts_with("SIG") {
+                name
+            } else {
+                format!("SIG{name}")
+            };
+            if EXEC_SIGNALS.contains(&name.as_str()) {
+                name
+            } else {
+                p.at(
+                    v,
+                    "exec.signal",
+                    format!("expected one of {}", EXEC_SIGNALS.join(", ")),
+                );
+                DEFAULT_EXEC_SIGNAL.to_owned()
+            }
+        }
+    };
+    ExecConfig {
+        on_change,
+        signal,
+        stop_timeout: duration(
+            &raw.stop_timeout,
+            "exec.stop_timeout",
+            DEFAULT_STOP_TIMEOUT,
+            p,
+        ),
     }
 }
 
@@ -213,49 +333,6 @@ fn concurrency(v: &Option<Spanned<i64>>, p: &mut Problems) -> usize {
             DEFAULT_CONCURRENCY
         }
     }
-}
-
-/// `url` names a host and nothing more: no credentials, path, query or
-/// fragment.
-pub(super) fn bare_origin(url: &Url) -> bool {
-    url.host_str().is_some_and(|h| !h.is_empty())
-        && url.username().is_empty()
-        && url.password().is_none()
-        && url.query().is_none()
-        && url.fragment().is_none()
-        && url.path() == "/"
-}
-
-/// An `https://` URL naming a host, without credentials, query or fragment.
-pub fn https_url(v: &Spanned<String>, key: &str, p: &mut Problems) -> Option<Url> {
-    let expected = "expected an https:// URL such as \"https://myvault.vault.azure.net\"";
-    let url = match Url::parse(v.get_ref().trim()) {
-        Ok(u) => u,
-        Err(e) => {
-            p.at(v, key, format!("{expected} ({e})"));
-            return None;
-        }
-    };
-    if url.scheme() != "https" {
-        p.at(
-            v,
-            key,
-            format!(
-                "{expected}; the scheme {}:// would expose tokens and secrets",
-                url.scheme()
-            ),
-        );
-        return None;
-    }
-    if !bare_origin(&url) {
-        p.at(
-            v,
-            key,
-            format!("{expected}, with no path, query, fragment or credentials"),
-        );
-        return None;
-    }
-    Some(url)
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -380,9 +457,7 @@ fn auth(raw: &RawAuth, base_dir: &Path, p: &mut Problems) -> AuthConfig {
         });
     AuthConfig {
         method,
-        client_id: non_empty(&raw.client_id, "auth.client_id", p),
-        object_id: non_empty(&raw.object_id, "auth.object_id", p),
-        resource_id: non_empty(&raw.resource_id, "auth.resource_id", p),
+        user_assigned: user_assigned(raw, p),
         identity_endpoint: endpoint(&raw.identity_endpoint, "auth.identity_endpoint", false, p),
         imds_endpoint: endpoint(&raw.imds_endpoint, "auth.imds_endpoint", false, p),
         authority_host: endpoint(&raw.authority_host, "auth.authority_host", true, p),
@@ -391,7 +466,30 @@ fn auth(raw: &RawAuth, base_dir: &Path, p: &mut Problems) -> AuthConfig {
             .insecure_test_arc_token_dir
             .as_ref()
             .map(|d| absolutize(base_dir, d.get_ref())),
+        arc_agent_user: non_empty(&raw.arc_agent_user, "auth.arc_agent_user", p),
+        audience_hosts: raw
+            .audience_hosts
+            .as_ref()
+            .map(|h| {
+                h.get_ref()
+                    .iter()
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
+}
+
+/// The one user-assigned identity selector (more than one is reported
+/// above; the first written wins here).
+fn user_assigned(raw: &RawAuth, p: &mut Problems) -> Option<UserAssigned> {
+    let client_id = non_empty(&raw.client_id, "auth.client_id", p);
+    let object_id = non_empty(&raw.object_id, "auth.object_id", p);
+    let resource_id = non_empty(&raw.resource_id, "auth.resource_id", p);
+    client_id
+        .map(UserAssigned::ClientId)
+        .or(object_id.map(UserAssigned::ObjectId))
+        .or(resource_id.map(UserAssigned::ResourceId))
 }
 
 fn tls(raw: &RawTls, base_dir: &Path) -> TlsConfig {
@@ -403,42 +501,19 @@ fn tls(raw: &RawTls, base_dir: &Path) -> TlsConfig {
     }
 }
 
-/// A token is sent only to a host whose audience is known (SPEC.md).
-fn check_audience(
-    vault: &Url,
-    raw: &Spanned<String>,
-    key: &str,
-    auth: &AuthConfig,
-    p: &mut Problems,
-) {
-    if crate::identity::audience::for_vault(vault, auth.audience.as_deref()).is_none() {
-        let known: Vec<&str> = crate::identity::audience::KNOWN_SUFFIXES
-            .iter()
-            .map(|(s, _)| *s)
-            .collect();
-        p.at(
-            raw,
-            key,
-            format!(
-                "{} is not a known Key Vault host (*{}); set [auth] audience to the token audience it expects",
-                vault.host_str().unwrap_or_default(),
-                known.join(", *")
-            ),
-        );
-    }
-}
-
 /// A vault URL, or a template over instance metadata (checked with a
-/// sample substitution; resolved each round).
-fn vault_ref(
+/// sample substitution; resolved each round). The rules and messages are
+/// [`crate::vault::address`]'s.
+pub(super) fn vault_ref(
     v: &Spanned<String>,
     key: &str,
     auth: &AuthConfig,
     p: &mut Problems,
 ) -> Option<VaultRef> {
     let text = v.get_ref().trim();
-    if super::vault_ref::is_template(text) {
-        return match super::vault_ref::check_template(text, auth.audience.as_deref()) {
+    let audience = auth.audience.as_deref();
+    if vault_url::is_template(text) {
+        return match vault_url::check_template(text, audience) {
             Ok(()) => Some(VaultRef::Template(text.to_owned())),
             Err(e) => {
                 p.at(v, key, format!("invalid vault template: {e}"));
@@ -446,18 +521,22 @@ fn vault_ref(
             }
         };
     }
-    let url = https_url(v, key, p)?;
-    check_audience(&url, v, key, auth, p);
-    Some(VaultRef::Url(url))
+    match VaultUrl::parse(text, audience) {
+        Ok(url) => Some(VaultRef::Url(url.into_url())),
+        Err(e) => {
+            p.at(v, key, e.to_string());
+            None
+        }
+    }
 }
 
-struct DefaultVault {
-    url: Option<VaultRef>,
+pub(super) struct DefaultVault {
+    pub(super) url: Option<VaultRef>,
     /// `vault` was written (even if invalid: then don't report twice).
-    declared: bool,
+    pub(super) declared: bool,
 }
 
-fn is_identifier(s: &str) -> bool {
+pub(super) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars
         .next()
@@ -493,16 +572,42 @@ fn secret(
     p: &mut Problems,
 ) -> Option<SecretSpec> {
     let raw = &entry.secret;
-    let (name, version, vault, kind, include_root) = match raw {
-        RawSecret::Name(n) => (Some(n), None, None, None, None),
+    let (name, version, vault, kind, include_root, public_only) = match raw {
+        RawSecret::Name(n) => (Some(n), None, None, None, None, None),
         RawSecret::Table(t) => (
             t.name.as_ref(),
             t.version.as_ref(),
             t.vault.as_ref(),
             t.kind.as_ref(),
             t.include_root.as_ref(),
+            t.public_only.as_ref(),
         ),
     };
+    let version = version.and_then(|v| object_version(v, &format!("{key}.version"), p));
+    let kind = secret_kind(kind, key, p);
+    let (optional, fallback) = match raw {
+        RawSecret::Name(_) => (false, None),
+        RawSecret::Table(t) => (
+            t.optional.as_ref().is_some_and(|v| *v.get_ref()),
+            t.default.as_ref(),
+        ),
+    };
+    if let (true, SecretKind::Certificate, RawSecret::Table(t)) = (optional, kind, raw)
+        && let Some(v) = &t.optional
+    {
+        p.at(
+            v,
+            format!("{key}.optional"),
+            "optional applies only to type = \"secret\" (a certificate has no default)",
+        );
+    }
+    if let (false, Some(d)) = (optional, fallback) {
+        p.at(
+            d,
+            format!("{key}.default"),
+            "default applies only to optional secrets: add optional = true, or remove it",
+        );
+    }
     let name = match name {
         None => {
             p.at(
@@ -517,8 +622,6 @@ fn secret(
             object_name(n, &format!("{key}.name"), short, p)
         }
     };
-    let version = version.and_then(|v| object_version(v, &format!("{key}.version"), p));
-    let kind = secret_kind(kind, key, p);
     if let Some(v) = include_root
         && kind != SecretKind::Certificate
     {
@@ -526,6 +629,22 @@ fn secret(
             v,
             format!("{key}.include_root"),
             "include_root applies only to certificates: add type = \"certificate\", or remove it",
+        );
+    }
+    if let Some(v) = public_only
+        && kind != SecretKind::Certificate
+    {
+        p.at(
+            v,
+            format!("{key}.public_only"),
+            "public_only applies only to certificates (type = \"certificate\"): it reads the certificate without its private key",
+        );
+    }
+    if let (Some(v), true) = (include_root, public_only.is_some_and(|v| *v.get_ref())) {
+        p.at(
+            v,
+            format!("{key}.include_root"),
+            "include_root needs the certificate's chain, which public_only certificates do not have (GET /certificates returns the leaf only)",
         );
     }
     let vault = match vault {
@@ -543,6 +662,9 @@ fn secret(
         vault: vault?,
         kind,
         include_root: include_root.is_some_and(|v| *v.get_ref()),
+        optional,
+        default: fallback.map(|d| d.get_ref().clone()).unwrap_or_default(),
+        public_only: public_only.is_some_and(|v| *v.get_ref()),
     })
 }
 
@@ -550,11 +672,12 @@ fn secret_kind(kind: Option<&Spanned<String>>, key: &str, p: &mut Problems) -> S
     match kind.map(|k| (k, k.get_ref().as_str())) {
         None | Some((_, "secret")) => SecretKind::Secret,
         Some((_, "certificate")) => SecretKind::Certificate,
+        Some((_, "key")) => SecretKind::Key,
         Some((k, _)) => {
             p.at(
                 k,
                 format!("{key}.type"),
-                "expected \"secret\" or \"certificate\"",
+                "expected \"secret\", \"certificate\" or \"key\"",
             );
             SecretKind::Secret
         }

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{AuthMethod, Config, FileSource, OutputFormat, SecretKind};
+use super::{AuthMethod, Config, FileSource, OutputFormat, SecretKind, UserAssigned};
 
 /// Render `config` for humans, one setting per line.
 pub fn summary(config: &Config) -> String {
@@ -43,7 +43,9 @@ fn write_summary(out: &mut String, c: &Config) -> std::fmt::Result {
     for s in c.secrets.values() {
         let kind = match s.kind {
             SecretKind::Secret => "secret",
+            SecretKind::Certificate if s.public_only => "certificate (public only)",
             SecretKind::Certificate => "certificate",
+            SecretKind::Key => "key",
         };
         let version = s.version.as_deref().unwrap_or("latest");
         writeln!(
@@ -51,6 +53,32 @@ fn write_summary(out: &mut String, c: &Config) -> std::fmt::Result {
             "  {} = {kind} {} ({version}) in {}",
             s.alias, s.name, s.vault
         )?;
+    }
+    if !c.selections.is_empty() {
+        writeln!(out, "selections ({}):", c.selections.len())?;
+        for s in c.selections.values() {
+            let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(
+                out,
+                "  {} = prefix {:?}, tags [{}]{} in {}",
+                s.alias,
+                s.prefix,
+                tags.join(", "),
+                if s.strip_prefix {
+                    ", prefix stripped"
+                } else {
+                    ""
+                },
+                s.vault
+            )?;
+        }
+    }
+    for f in &c.fanouts {
+        let what = match &f.source {
+            crate::config::FanoutSource::Selection { alias, .. } => format!("selection {alias}"),
+            crate::config::FanoutSource::Ccs { alias, .. } => format!("ccs of {alias}"),
+        };
+        writeln!(out, "  directory {} <- {what}", f.dir.display())?;
     }
     writeln!(out, "files ({}):", c.files.len())?;
     for f in &c.files {
@@ -107,15 +135,14 @@ fn write_auth(out: &mut String, c: &Config) -> std::fmt::Result {
         AuthMethod::WorkloadIdentity => "workload-identity",
     };
     write!(out, "auth:           method {method}")?;
-    for (k, v) in [
-        ("client_id", &auth.client_id),
-        ("object_id", &auth.object_id),
-        ("resource_id", &auth.resource_id),
-        ("audience", &auth.audience),
-    ] {
-        if let Some(v) = v {
-            write!(out, ", {k} {v}")?;
-        }
+    match &auth.user_assigned {
+        Some(UserAssigned::ClientId(v)) => write!(out, ", client_id {v}")?,
+        Some(UserAssigned::ObjectId(v)) => write!(out, ", object_id {v}")?,
+        Some(UserAssigned::ResourceId(v)) => write!(out, ", resource_id {v}")?,
+        None => {}
+    }
+    if let Some(v) = &auth.audience {
+        write!(out, ", audience {v}")?;
     }
     writeln!(out)?;
     for (k, v) in [

@@ -182,3 +182,38 @@ fn changed_env_joins_with_newlines() {
         OsString::from("/a\n/b")
     );
 }
+
+#[tokio::test]
+async fn hooks_get_a_minimal_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env");
+    // The test process has CARGO_* and more: none of it may reach a hook.
+    let env = hook_environment();
+    assert!(env.iter().all(|(k, _)| {
+        let k = k.to_str().unwrap();
+        HOOK_ENV_KEPT.contains(&k)
+            || k.starts_with("KVSYNC_")
+            || std::env::var(HOOK_ENV_PASSTHROUGH)
+                .is_ok_and(|v| v.split(',').any(|n| n.trim() == k))
+    }));
+    run(
+        &format!("env > {}", out.display()),
+        &[],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let seen = std::fs::read_to_string(&out).unwrap();
+    for line in seen.lines() {
+        let name = line.split('=').next().unwrap();
+        assert!(
+            HOOK_ENV_KEPT.contains(&name)
+                || name.starts_with("KVSYNC_")
+                || ["PWD", "SHLVL", "_", "OLDPWD"].contains(&name)
+                || std::env::var(HOOK_ENV_PASSTHROUGH)
+                    .is_ok_and(|v| v.split(',').any(|n| n.trim() == name)),
+            "{name} leaked into the hook"
+        );
+    }
+    assert!(seen.contains("KVSYNC_CHANGED="));
+}

@@ -1,14 +1,25 @@
 //! Azure Arc HIMDS token source (PROTOCOL.md §1): the two-GET challenge
 //! flow. The challenge file is validated by [`super::challenge`] before it is
 //! opened; exactly one retry carries its contents, a second 401 is an error.
+//!
+//! The endpoint's host is resolved to loopback addresses only and each is
+//! dialled explicitly (never "whatever `localhost` resolves to first"); on
+//! every connection of the flow the owner of the server end is checked
+//! ([`super::arc_peer`]) before a byte is sent, so the challenge key only
+//! ever travels on a connection accepted by root or the Arc agent's user.
+//! A listener of anyone else is skipped (the next address is tried) and, if
+//! no address is left, reported as a possible impersonation.
 //! Transient failures (404, 410, 429, 5xx, connection errors) are retried on
 //! an injectable [`RetryPolicy`]. Neither the token nor the key file's
 //! contents ever reach an error or a log line: debug lines name the endpoint
 //! and the status only.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use http_body_util::BodyExt;
 use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
@@ -34,6 +45,22 @@ pub struct ArcSource {
     pub instance_base: Url,
     http: reqwest::Client,
     retry: RetryPolicy,
+    /// Owners accepted for the listener that receives the challenge key.
+    agent_uids: Vec<u32>,
+}
+
+/// One HIMDS answer read in full.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// Why one leg failed: the listener's owner is not the Arc agent (try the
+/// next address), or anything else.
+enum LegError {
+    Impostor(String),
+    Other(IdentityError),
 }
 
 impl ArcSource {
@@ -47,7 +74,15 @@ impl ArcSource {
             instance_base,
             http,
             retry: RetryPolicy::himds(),
+            agent_uids: super::arc_peer::accepted_uids(None),
         }
+    }
+
+    /// Accept listeners of `user` (besides root) as the Arc agent
+    /// (`[auth] arc_agent_user`; default `himds`).
+    pub fn with_agent_user(mut self, user: &str) -> Self {
+        self.agent_uids = super::arc_peer::accepted_uids(Some(user));
+        self
     }
 
     /// Replace the retry schedule (tests shorten it).
@@ -69,6 +104,9 @@ impl ArcSource {
             None => default_token_dir(env)?,
         };
         let mut source = Self::new(endpoint, token_dir, http);
+        if let Some(user) = &auth.arc_agent_user {
+            source = source.with_agent_user(user);
+        }
         // `IMDS_ENDPOINT` names the HIMDS base unless the config chose the
         // token endpoint (then its origin is the base).
         if auth.identity_endpoint.is_none()
@@ -91,16 +129,76 @@ impl ArcSource {
         self.endpoint.to_string()
     }
 
-    /// One attempt of the challenge flow: GET, answer the 401 once, GET.
-    async fn attempt(&self, url: &Url) -> Result<AccessToken, IdentityError> {
-        let first = self.send(url, None).await?;
-        if first.status() != StatusCode::UNAUTHORIZED {
-            return self.finish(first).await;
+    /// The endpoint's addresses, loopback only, in resolver order.
+    async fn addresses(&self) -> Result<Vec<SocketAddr>, IdentityError> {
+        let port = self.endpoint.port_or_known_default().unwrap_or(80);
+        let resolved: Vec<SocketAddr> = match self.endpoint.host() {
+            Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(ip.into(), port)],
+            Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(ip.into(), port)],
+            Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|e| IdentityError::Unreachable {
+                    endpoint: self.endpoint_str(),
+                    detail: format!("cannot resolve the host ({e})"),
+                })?
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut loopback: Vec<SocketAddr> = resolved
+            .into_iter()
+            .filter(|a| a.ip().to_canonical().is_loopback())
+            .collect();
+        loopback.dedup();
+        if loopback.is_empty() {
+            return Err(IdentityError::Config(format!(
+                "the HIMDS endpoint {} does not resolve to a loopback address; kvsync sends the Arc challenge key to the local Arc agent only",
+                self.endpoint
+            )));
         }
-        let key = self.answer_challenge(&first)?;
-        drop(first);
-        let second = self.send(url, Some(&key)).await?;
-        if second.status() == StatusCode::UNAUTHORIZED {
+        Ok(loopback)
+    }
+
+    /// One attempt of the challenge flow: GET, answer the 401 once, GET,
+    /// each on a connection whose listener is the Arc agent's.
+    async fn attempt(&self, url: &Url) -> Result<AccessToken, IdentityError> {
+        let mut impostors = Vec::new();
+        let mut last = None;
+        for addr in self.addresses().await? {
+            match self.get(addr, url, None).await {
+                Ok(first) => return self.after_first(addr, url, first).await,
+                Err(LegError::Impostor(why)) => {
+                    tracing::warn!(%addr, "{why}");
+                    impostors.push(why);
+                }
+                Err(LegError::Other(e)) => last = Some(e),
+            }
+        }
+        match (impostors.is_empty(), last) {
+            (false, _) => Err(IdentityError::Other(impostors.join("; "))),
+            (true, Some(e)) => Err(e),
+            (true, None) => Err(IdentityError::ArcNotRunning {
+                endpoint: self.endpoint_str(),
+                detail: "no address to connect to".to_owned(),
+            }),
+        }
+    }
+
+    async fn after_first(
+        &self,
+        addr: SocketAddr,
+        url: &Url,
+        first: Answer,
+    ) -> Result<AccessToken, IdentityError> {
+        if first.status != StatusCode::UNAUTHORIZED {
+            return self.finish(first);
+        }
+        let key = self.answer_challenge(&first.headers)?;
+        let second = match self.get(addr, url, Some(&key)).await {
+            Ok(a) => a,
+            Err(LegError::Impostor(why)) => return Err(IdentityError::Other(why)),
+            Err(LegError::Other(e)) => return Err(e),
+        };
+        if second.status == StatusCode::UNAUTHORIZED {
             return Err(IdentityError::Status {
                 endpoint: self.endpoint_str(),
                 status: 401,
@@ -108,15 +206,116 @@ impl ArcSource {
                 detail: "the Arc agent rejected the challenge key; not retrying".to_owned(),
             });
         }
-        self.finish(second).await
+        self.finish(second)
     }
 
-    async fn send(
+    /// GET `url` on a new connection to `addr`, after checking who owns
+    /// the server end of it; with `key`, as `Authorization: Basic <key>`.
+    async fn get(
+        &self,
+        addr: SocketAddr,
+        url: &Url,
+        key: Option<&SecretString>,
+    ) -> Result<Answer, LegError> {
+        use crate::http::{METADATA_CONNECT_TIMEOUT, METADATA_REQUEST_TIMEOUT};
+        let other = LegError::Other;
+        let stream = match tokio::time::timeout(
+            METADATA_CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(other(self.io_error(addr, &e))),
+            Err(_) => {
+                return Err(other(
+                    self.io_error(addr, &std::io::ErrorKind::TimedOut.into()),
+                ));
+            }
+        };
+        self.check_listener(&stream, addr)?;
+        let request = self.request(url, key).map_err(other)?;
+        let exchange = async {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+            let conn = tokio::spawn(conn);
+            let resp = sender.send_request(request).await?;
+            let (parts, body) = resp.into_parts();
+            let limited = http_body_util::Limited::new(body, MAX_TOKEN_RESPONSE_BYTES);
+            let body = limited.collect().await.map(|b| b.to_bytes().to_vec());
+            conn.abort();
+            Ok::<_, hyper::Error>((parts, body))
+        };
+        let (parts, body) = match tokio::time::timeout(METADATA_REQUEST_TIMEOUT, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                return Err(other(IdentityError::Unreachable {
+                    endpoint: self.endpoint_str(),
+                    detail: format!("HTTP exchange with {addr} failed ({e})"),
+                }));
+            }
+            Err(_) => {
+                return Err(other(IdentityError::Unreachable {
+                    endpoint: self.endpoint_str(),
+                    detail: format!("no answer from {addr} within {METADATA_REQUEST_TIMEOUT:?}"),
+                }));
+            }
+        };
+        let body = body.map_err(|_| {
+            other(IdentityError::Malformed {
+                endpoint: self.endpoint_str(),
+                detail: "the answer is too large or was cut short".to_owned(),
+            })
+        })?;
+        tracing::debug!(endpoint = %self.endpoint, %addr, status = parts.status.as_u16(), "HIMDS answered");
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// Refuse a connection whose server end belongs to neither root nor
+    /// the Arc agent's user.
+    fn check_listener(
+        &self,
+        stream: &tokio::net::TcpStream,
+        addr: SocketAddr,
+    ) -> Result<(), LegError> {
+        let local = stream
+            .local_addr()
+            .map_err(|e| LegError::Other(self.io_error(addr, &e)))?;
+        match super::arc_peer::server_owner(local, addr) {
+            Ok(super::arc_peer::Owner::Uid(uid)) if self.agent_uids.contains(&uid) => Ok(()),
+            Ok(super::arc_peer::Owner::Uid(uid)) => Err(LegError::Impostor(format!(
+                "the HIMDS endpoint {} answered on {addr} from a socket of {}, not of root or the Arc agent's user: a local process may be impersonating the Arc agent; the challenge key was not sent (if the Arc agent runs as another user, set [auth] arc_agent_user)",
+                self.endpoint,
+                super::arc_peer::describe(uid)
+            ))),
+            Ok(super::arc_peer::Owner::Unknown) => Ok(()),
+            Err(e) => Err(LegError::Impostor(format!(
+                "the HIMDS endpoint {} answered on {addr}, but the owner of that socket cannot be checked ({e}); the challenge key was not sent",
+                self.endpoint
+            ))),
+        }
+    }
+
+    fn request(
         &self,
         url: &Url,
         key: Option<&SecretString>,
-    ) -> Result<reqwest::Response, IdentityError> {
-        let mut req = self.http.get(url.clone()).header("Metadata", "true");
+    ) -> Result<hyper::Request<http_body_util::Empty<hyper::body::Bytes>>, IdentityError> {
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or("localhost")),
+            None => url.host_str().unwrap_or("localhost").to_owned(),
+        };
+        let mut builder = hyper::Request::get(target)
+            .header(hyper::header::HOST, host)
+            .header("Metadata", "true");
         if let Some(key) = key {
             let mut value =
                 reqwest::header::HeaderValue::from_str(&format!("Basic {}", key.expose_secret()))
@@ -126,37 +325,35 @@ impl ArcSource {
                         .to_owned(),
                 })?;
             value.set_sensitive(true);
-            req = req.header(reqwest::header::AUTHORIZATION, value);
+            builder = builder.header(hyper::header::AUTHORIZATION, value);
         }
-        let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
-        tracing::debug!(endpoint = %self.endpoint, status = resp.status().as_u16(), "HIMDS answered");
-        Ok(resp)
+        builder
+            .body(http_body_util::Empty::new())
+            .map_err(|e| IdentityError::Other(format!("building the HIMDS request: {e}")))
     }
 
-    fn transport_error(&self, e: &reqwest::Error) -> IdentityError {
-        let detail = crate::http::transport_detail(e);
-        if crate::http::is_connection_refused(e) {
+    fn io_error(&self, addr: SocketAddr, e: &std::io::Error) -> IdentityError {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
             IdentityError::ArcNotRunning {
                 endpoint: self.endpoint_str(),
-                detail,
+                detail: format!("connection to {addr} refused"),
             }
         } else {
             IdentityError::Unreachable {
                 endpoint: self.endpoint_str(),
-                detail,
+                detail: format!("{addr}: {e}"),
             }
         }
     }
 
     /// Parse the 401's `WWW-Authenticate`, validate and read the key file.
-    fn answer_challenge(&self, resp: &reqwest::Response) -> Result<SecretString, IdentityError> {
+    fn answer_challenge(&self, headers: &HeaderMap) -> Result<SecretString, IdentityError> {
         let malformed = |detail: &str| IdentityError::Malformed {
             endpoint: self.endpoint_str(),
             detail: detail.to_owned(),
         };
         // HeaderMap lookups are case-insensitive: `Www-Authenticate` matches.
-        let header = resp
-            .headers()
+        let header = headers
             .get(reqwest::header::WWW_AUTHENTICATE)
             .ok_or_else(|| malformed("HTTP 401 without a WWW-Authenticate challenge"))?;
         let header = header
@@ -169,21 +366,12 @@ impl ArcSource {
     }
 
     /// A non-401 answer: 200 is a token, anything else an error.
-    async fn finish(&self, resp: reqwest::Response) -> Result<AccessToken, IdentityError> {
-        let status = resp.status();
+    fn finish(&self, answer: Answer) -> Result<AccessToken, IdentityError> {
         let endpoint = self.endpoint_str();
-        let body = super::read_answer(
-            resp,
-            MAX_TOKEN_RESPONSE_BYTES,
-            &endpoint,
-            "the answer",
-            |e| self.transport_error(e),
-        )
-        .await?;
-        if status != StatusCode::OK {
-            return Err(status_error(&endpoint, status, &body));
+        if answer.status != StatusCode::OK {
+            return Err(status_error(&endpoint, answer.status, &answer.body));
         }
-        super::parse_token(&endpoint, &body)
+        super::parse_token(&endpoint, &answer.body)
     }
 }
 

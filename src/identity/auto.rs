@@ -57,7 +57,7 @@ pub fn arc_source(
     env: &Env,
     http: reqwest::Client,
 ) -> Result<ArcSource, IdentityError> {
-    if auth.client_id.is_some() || auth.object_id.is_some() || auth.resource_id.is_some() {
+    if auth.user_assigned.is_some() {
         return Err(IdentityError::Config(
             "Azure Arc has only the system-assigned identity: remove [auth] client_id/object_id/resource_id, or set method = \"imds\" or \"workload-identity\"".to_owned(),
         ));

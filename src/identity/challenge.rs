@@ -1,9 +1,13 @@
 //! The Azure Arc challenge (PROTOCOL.md §1): parse `WWW-Authenticate:
 //! Basic realm=<path>` and read the key file it names, after checking —
 //! BEFORE opening anything — that the path is one the Arc agent could have
-//! written: absolute, no `..`, its directory (resolved) is exactly the token
+//! written: absolute, no `..`, its parent is *lexically* the token
 //! directory, a `.key` name, a regular file (lstat, not a symlink), at most
-//! [`MAX_CHALLENGE_FILE_BYTES`]. Any local process can listen on the HIMDS
+//! [`MAX_CHALLENGE_FILE_BYTES`]. On Unix the token directory is opened once
+//! (`O_DIRECTORY|O_NOFOLLOW`) and the key is opened relative to it with
+//! `O_NOFOLLOW|O_NONBLOCK`, so a symlink or FIFO swapped in after the check
+//! is refused without blocking; the opened file must be the very inode that
+//! was checked (same device and inode as the lstat). Any local process can listen on the HIMDS
 //! port first and name `/etc/shadow`; this module is what stops kvsync from
 //! mailing that file to it. It never logs or returns the file's contents
 //! except as the [`SecretString`] handed to the caller.
@@ -16,6 +20,11 @@ use std::path::{Component, Path};
 
 #[cfg(unix)]
 use secrecy::SecretString;
+
+// Windows: the same checks by Windows rules (case-insensitive directory
+// match, reparse points refused by handle) in platform/windows/challenge.rs.
+#[cfg(windows)]
+pub use crate::platform::windows::challenge::{read_key, validate};
 
 /// Largest challenge file we read (PROTOCOL.md §1, all SDKs agree).
 pub const MAX_CHALLENGE_FILE_BYTES: u64 = 4096;
@@ -52,14 +61,10 @@ pub fn parse_realm(header: &str) -> Option<PathBuf> {
     (!value.is_empty()).then(|| PathBuf::from(value))
 }
 
-// Windows: the same checks by Windows rules (case-insensitive directory
-// match, reparse points refused by handle) in platform/windows/challenge.rs.
-#[cfg(windows)]
-pub use crate::platform::windows::challenge::{read_key, validate};
-
-/// Check `path` against `token_dir` without opening it.
+/// The lexical checks: absolute, no `.`/`..`, a `.key` name directly in
+/// `token_dir` (compared as written, not resolved).
 #[cfg(unix)]
-pub fn validate(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
+fn check_name(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
     let refuse = |why: &str| Err(ChallengeError::Refused(why.to_owned()));
     if !path.is_absolute() {
         return refuse("the path is not absolute");
@@ -73,34 +78,45 @@ pub fn validate(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
     if path.extension().is_none_or(|ext| ext != "key") {
         return refuse("the file name does not end in `.key`");
     }
-    let Some(parent) = path.parent() else {
-        return refuse("the path has no parent directory");
-    };
-    // Resolve the DIRECTORY, not the file: a symlinked file must still be
-    // caught by the lstat below, not followed here.
-    let (Ok(parent), Ok(expected)) = (parent.canonicalize(), token_dir.canonicalize()) else {
-        return refuse("its directory cannot be resolved to the Arc token directory");
-    };
-    if parent != expected {
+    if path.parent() != Some(token_dir) {
         return refuse(&format!(
             "it is not directly inside the Arc token directory {}",
-            expected.display()
+            token_dir.display()
         ));
     }
+    Ok(())
+}
+
+/// Check `path` against `token_dir` without opening it.
+#[cfg(unix)]
+pub fn validate(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
+    check_name(path, token_dir)?;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             return Err(ChallengeError::Permission);
         }
-        Err(e) => return refuse(&format!("it cannot be inspected ({})", e.kind())),
+        Err(e) => return Err(refused_io(&e)),
     };
-    if !meta.file_type().is_file() {
-        return refuse("it is not a regular file (symlinks are refused)");
-    }
-    if meta.len() > MAX_CHALLENGE_FILE_BYTES {
-        return refuse(&format!(
-            "it is larger than {MAX_CHALLENGE_FILE_BYTES} bytes"
+    check_meta(meta.file_type().is_file(), meta.len())
+}
+
+#[cfg(unix)]
+fn refused_io(e: &std::io::Error) -> ChallengeError {
+    ChallengeError::Refused(format!("it cannot be inspected ({})", e.kind()))
+}
+
+#[cfg(unix)]
+fn check_meta(is_file: bool, len: u64) -> Result<(), ChallengeError> {
+    if !is_file {
+        return Err(ChallengeError::Refused(
+            "it is not a regular file (symlinks and FIFOs are refused)".to_owned(),
         ));
+    }
+    if len > MAX_CHALLENGE_FILE_BYTES {
+        return Err(ChallengeError::Refused(format!(
+            "it is larger than {MAX_CHALLENGE_FILE_BYTES} bytes"
+        )));
     }
     Ok(())
 }
@@ -108,18 +124,10 @@ pub fn validate(path: &Path, token_dir: &Path) -> Result<(), ChallengeError> {
 /// Validate, then read the key file exactly as stored (no trimming).
 #[cfg(unix)]
 pub fn read_key(path: &Path, token_dir: &Path) -> Result<SecretString, ChallengeError> {
-    validate(path, token_dir)?;
-    let mut file = open_nofollow(path).map_err(io_error)?;
-    // Re-check on the open handle: the file may have been swapped between
-    // the lstat and the open.
-    let meta = file.metadata().map_err(io_error)?;
-    if !meta.is_file() || meta.len() > MAX_CHALLENGE_FILE_BYTES {
-        return Err(ChallengeError::Refused(
-            "the file changed between the check and the open".to_owned(),
-        ));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    (&mut file)
+    check_name(path, token_dir)?;
+    let file = open_checked(path, token_dir)?;
+    let mut bytes = Vec::with_capacity(MAX_CHALLENGE_FILE_BYTES as usize);
+    (&file)
         .take(MAX_CHALLENGE_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(io_error)?;
@@ -133,6 +141,62 @@ pub fn read_key(path: &Path, token_dir: &Path) -> Result<SecretString, Challenge
     Ok(SecretString::from(text))
 }
 
+/// Open the token directory once, lstat the name in it, open it relative
+/// to the directory without following a link or blocking on a FIFO, and
+/// require the opened inode to be the one inspected.
+#[cfg(unix)]
+fn open_checked(path: &Path, token_dir: &Path) -> Result<std::fs::File, ChallengeError> {
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::sys::stat::{Mode, SFlag};
+    let errno = |e: nix::errno::Errno| io_error(std::io::Error::from(e));
+    let name = path
+        .file_name()
+        .ok_or_else(|| ChallengeError::Refused("the path has no file name".to_owned()))?;
+    let dir = nix::fcntl::open(
+        token_dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::EACCES => ChallengeError::Permission,
+        e => ChallengeError::Refused(format!(
+            "the Arc token directory cannot be opened as a real directory ({})",
+            std::io::Error::from(e).kind()
+        )),
+    })?;
+    let is_reg =
+        |mode: u32| SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG;
+    let lst =
+        nix::sys::stat::fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| match e {
+            nix::errno::Errno::EACCES => ChallengeError::Permission,
+            e => refused_io(&std::io::Error::from(e)),
+        })?;
+    check_meta(
+        is_reg(lst.st_mode),
+        u64::try_from(lst.st_size).unwrap_or(u64::MAX),
+    )?;
+    let fd = nix::fcntl::openat(
+        &dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::ELOOP => {
+            ChallengeError::Refused("it was swapped for a symlink after the check".to_owned())
+        }
+        e => errno(e),
+    })?;
+    let st = nix::sys::stat::fstat(&fd).map_err(errno)?;
+    if (st.st_dev, st.st_ino) != (lst.st_dev, lst.st_ino) || !is_reg(st.st_mode) {
+        return Err(ChallengeError::Refused(
+            "the file changed between the check and the open".to_owned(),
+        ));
+    }
+    check_meta(true, u64::try_from(st.st_size).unwrap_or(u64::MAX))?;
+    Ok(std::fs::File::from(fd))
+}
+
 /// Map an I/O error to the challenge error (permission → [`ChallengeError::Permission`]).
 pub(crate) fn io_error(e: std::io::Error) -> ChallengeError {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -140,15 +204,6 @@ pub(crate) fn io_error(e: std::io::Error) -> ChallengeError {
     } else {
         ChallengeError::Io(e.kind().to_string())
     }
-}
-
-#[cfg(unix)]
-fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
 }
 
 #[cfg(all(test, unix))]
@@ -230,9 +285,9 @@ mod tests {
     }
 
     #[test]
-    fn token_dir_reached_through_a_symlinked_directory_is_accepted() {
-        // Canonicalising the directory (not the file) means a symlinked
-        // *directory* path still matches the real token directory.
+    fn token_dir_reached_through_a_symlinked_directory_is_refused() {
+        // The parent must be the token directory as written (issue 13):
+        // no resolving, so no alias of it is accepted either.
         #[cfg(unix)]
         {
             let dir = tempfile::tempdir().unwrap();
@@ -241,8 +296,90 @@ mod tests {
             let alias = dir.path().join("alias");
             std::os::unix::fs::symlink(&real, &alias).unwrap();
             write(&real.join("a.key"), b"k");
-            assert!(validate(&alias.join("a.key"), &real).is_ok());
+            assert!(matches!(
+                validate(&alias.join("a.key"), &real),
+                Err(ChallengeError::Refused(_))
+            ));
+            assert!(read_key(&real.join("a.key"), &real).is_ok());
+            // A token directory that is itself a symlink is refused too.
+            assert!(matches!(
+                read_key(&alias.join("a.key"), &alias),
+                Err(ChallengeError::Refused(_))
+            ));
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifo_and_symlink_flipped_into_the_token_dir_are_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let outside = dir.path().join("shadow");
+        write(&outside, b"NOT-THE-KEY");
+        let key = tokens.join("k.key");
+        // Deterministic: a FIFO, then a symlink.
+        nix::unistd::mkfifo(&key, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(
+            read_key(&key, &tokens),
+            Err(ChallengeError::Refused(_))
+        ));
+        std::fs::remove_file(&key).unwrap();
+        std::os::unix::fs::symlink(&outside, &key).unwrap();
+        assert!(matches!(
+            read_key(&key, &tokens),
+            Err(ChallengeError::Refused(_))
+        ));
+        std::fs::remove_file(&key).unwrap();
+        // Race, bounded: a thread keeps flipping a regular file, a FIFO and
+        // a symlink into place while the key is read; every read is the
+        // genuine key or a refusal, and the loop finishes (no blocking open).
+        let (genuine, fifo, link) = (tokens.join("g"), tokens.join("f"), tokens.join("l"));
+        write(&genuine, b"GENUINE");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        std::fs::hard_link(&genuine, &key).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flipper = {
+            let (stop, key) = (stop.clone(), key.clone());
+            let sources = [fifo.clone(), link.clone(), genuine.clone()];
+            std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 1_000_000 {
+                    let tmp = key.with_extension("tmp");
+                    let src = &sources[i % 3];
+                    if src.extension().is_none() && std::fs::symlink_metadata(src).is_ok() {
+                        let _ = std::fs::hard_link(src, &tmp).or_else(|_| {
+                            std::os::unix::fs::symlink(std::fs::read_link(src)?, &tmp)
+                        });
+                        let _ = std::fs::rename(&tmp, &key);
+                    }
+                    i += 1;
+                }
+            })
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = {
+            let (key, tokens) = (key.clone(), tokens.clone());
+            std::thread::spawn(move || {
+                for _ in 0..2_000 {
+                    match read_key(&key, &tokens) {
+                        Ok(k) => assert_eq!(k.expose_secret(), "GENUINE"),
+                        Err(ChallengeError::Refused(_) | ChallengeError::Io(_)) => {}
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                let _ = tx.send(());
+            })
+        };
+        let finished = rx.recv_timeout(std::time::Duration::from_secs(60));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        flipper.join().unwrap();
+        assert!(
+            finished.is_ok(),
+            "a read blocked (FIFO opened without O_NONBLOCK?)"
+        );
+        reader.join().unwrap();
     }
 
     #[test]

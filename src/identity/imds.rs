@@ -44,33 +44,14 @@ pub const fn gone_policy() -> RetryPolicy {
     }
 }
 
-/// A user-assigned identity selector (PROTOCOL.md §2: at most one).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Selector {
-    ClientId(String),
-    ObjectId(String),
-    /// The identity's ARM resource id, sent as `msi_res_id`.
-    ResourceId(String),
-}
+/// The user-assigned identity selector, as `[auth]` configures it.
+pub use crate::config::UserAssigned as Selector;
 
 impl Selector {
-    /// The selector configured in `[auth]`; more than one is an error.
-    pub fn from_auth(auth: &AuthConfig) -> Result<Option<Self>, IdentityError> {
-        let all: Vec<Selector> = [
-            auth.client_id.clone().map(Selector::ClientId),
-            auth.object_id.clone().map(Selector::ObjectId),
-            auth.resource_id.clone().map(Selector::ResourceId),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        match all.as_slice() {
-            [] => Ok(None),
-            [one] => Ok(Some(one.clone())),
-            _ => Err(IdentityError::Config(
-                "at most one of [auth] client_id, object_id, resource_id may be set".to_owned(),
-            )),
-        }
+    /// The selector configured in `[auth]` (config load allows at most
+    /// one).
+    pub fn from_auth(auth: &AuthConfig) -> Option<Self> {
+        auth.user_assigned.clone()
     }
 
     /// The query parameter and its value.
@@ -112,7 +93,7 @@ impl ImdsSource {
     /// `[auth] imds_endpoint` (else [`DEFAULT_BASE`]) and the configured
     /// selector.
     pub fn from_config(auth: &AuthConfig, http: reqwest::Client) -> Result<Self, IdentityError> {
-        Ok(Self::new(base_url(auth)?, Selector::from_auth(auth)?, http))
+        Ok(Self::new(base_url(auth)?, Selector::from_auth(auth), http))
     }
 
     /// Replace both retry schedules: `retry` for 404/429/5xx/connection

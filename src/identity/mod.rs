@@ -10,7 +10,7 @@
 //! token parsing, error-code quoting and retry loop defined here.
 
 pub mod arc;
-pub mod audience;
+pub mod arc_peer;
 pub mod auto;
 pub mod cache;
 pub mod challenge;

@@ -4,7 +4,7 @@
 //! message can ever quote the body (serde's messages echo offending values,
 //! and this body holds the token).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
 
@@ -16,6 +16,9 @@ pub enum TokenParseError {
     NotJson,
     MissingAccessToken,
     MissingExpiry,
+    /// The field holds a number outside 1970..=9999 (or a negative
+    /// lifetime).
+    ExpiryOutOfRange(&'static str),
 }
 
 impl std::fmt::Display for TokenParseError {
@@ -25,6 +28,12 @@ impl std::fmt::Display for TokenParseError {
             TokenParseError::MissingAccessToken => "missing or empty field `access_token`",
             TokenParseError::MissingExpiry => {
                 "missing or unreadable fields `expires_on` and `expires_in`"
+            }
+            TokenParseError::ExpiryOutOfRange("expires_on") => {
+                "field `expires_on` is outside 1970..=9999"
+            }
+            TokenParseError::ExpiryOutOfRange(_) => {
+                "field `expires_in` is negative or ends after 9999"
             }
         })
     }
@@ -40,13 +49,22 @@ pub fn parse(body: &[u8], now: SystemTime) -> Result<AccessToken, TokenParseErro
         .and_then(serde_json::Value::as_str)
         .filter(|t| !t.is_empty())
         .ok_or(TokenParseError::MissingAccessToken)?;
+    // Times from outside are range-checked before any arithmetic
+    // (crate::time): an overflowing SystemTime addition would panic.
     let expires_on = if let Some(secs) = obj.get("expires_on").and_then(seconds) {
-        UNIX_EPOCH + Duration::from_secs(secs)
+        i64::try_from(secs)
+            .ok()
+            .and_then(crate::time::system_time)
+            .ok_or(TokenParseError::ExpiryOutOfRange("expires_on"))?
     } else if let Some(date) = obj.get("expires_on").and_then(rfc3339) {
         // "Some services return dates" (PROTOCOL.md §4).
         date
     } else if let Some(secs) = obj.get("expires_in").and_then(seconds) {
-        now + Duration::from_secs(secs)
+        now.checked_add(Duration::from_secs(secs))
+            .filter(|t| crate::time::unix_secs(*t).is_some())
+            .ok_or(TokenParseError::ExpiryOutOfRange("expires_in"))?
+    } else if obj.get("expires_in").is_some_and(negative) {
+        return Err(TokenParseError::ExpiryOutOfRange("expires_in"));
     } else {
         return Err(TokenParseError::MissingExpiry);
     };
@@ -71,6 +89,17 @@ fn seconds(v: &serde_json::Value) -> Option<u64> {
     }
 }
 
+/// A negative number, as a JSON number or a string.
+fn negative(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Number(n) => {
+            n.as_i64().is_some_and(|n| n < 0) || n.as_f64().is_some_and(|n| n < 0.0)
+        }
+        serde_json::Value::String(s) => s.trim().parse::<i64>().is_ok_and(|n| n < 0),
+        _ => false,
+    }
+}
+
 fn rfc3339(v: &serde_json::Value) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(v.as_str()?.trim()).ok()
 }
@@ -80,6 +109,32 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use secrecy::ExposeSecret;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn out_of_range_expiries_are_errors_naming_the_field() {
+        let now = at(1000);
+        for (body, field) in [
+            (
+                br#"{"access_token":"a","expires_on":"18446744073709551615","expires_in":"10"}"#
+                    .as_slice(),
+                "expires_on",
+            ),
+            (
+                br#"{"access_token":"a","expires_on":253402300800}"#,
+                "expires_on",
+            ),
+            (br#"{"access_token":"a","expires_in":-5}"#, "expires_in"),
+            (br#"{"access_token":"a","expires_in":"-5"}"#, "expires_in"),
+            (
+                br#"{"access_token":"a","expires_in":18446744073709551615}"#,
+                "expires_in",
+            ),
+        ] {
+            let e = parse(body, now).unwrap_err();
+            assert!(e.to_string().contains(field), "{e}");
+        }
+    }
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)

@@ -71,8 +71,10 @@ impl WorkloadSource {
             ));
         }
         let client_id = auth
-            .client_id
-            .clone()
+            .user_assigned
+            .as_ref()
+            .and_then(crate::config::UserAssigned::client_id)
+            .map(str::to_owned)
             .or_else(|| env.var("AZURE_CLIENT_ID").map(str::to_owned))
             .ok_or_else(|| missing("AZURE_CLIENT_ID (or [auth] client_id)"))?;
         let authority = authority(auth, env)?;
@@ -324,7 +326,7 @@ mod tests {
         assert_eq!(s.client_id, "c-env");
         let env = env.with("AZURE_AUTHORITY_HOST", "https://login.chinacloudapi.cn");
         let mut a = auth();
-        a.client_id = Some("c-cfg".into());
+        a.user_assigned = Some(crate::config::UserAssigned::ClientId("c-cfg".into()));
         let s = WorkloadSource::from_config(&a, &env, http.clone()).unwrap();
         assert_eq!(
             s.endpoint().unwrap().as_str(),

@@ -43,6 +43,7 @@ impl crate::write::Target {
             uid: spec.owner,
             gid: spec.group,
             dir_mode: spec.dir_mode,
+            follow_symlinks: spec.follow_symlinks,
         }
     }
 }
@@ -185,7 +186,7 @@ fn no_service() -> u8 {
     eprintln!(
         "kvsync: `service` manages the Windows service; on this platform install deploy/systemd/kvsync.service and use systemctl"
     );
-    crate::commands::EXIT_USAGE
+    crate::app::EXIT_USAGE
 }
 
 /// See [`no_service`].
@@ -207,6 +208,9 @@ pub fn service_run(
     no_service()
 }
 
+/// Variables of the system a hook needs beyond `hooks::HOOK_ENV_KEPT`:
+/// none on Unix.
+pub const HOOK_ENV_SYSTEM: &[&str] = &[];
 /// `[[store]]` is the Windows certificate store; the config already
 /// rejects it here, so this is reached only by a config built in code.
 pub fn store_sync(

@@ -23,8 +23,9 @@
 //!   would run a command). A NUL byte cannot be represented: error.
 //! * `base64_decode` — standard alphabet (RFC 4648 §4), padding optional,
 //!   surrounding whitespace ignored; falls back to the URL-safe alphabet
-//!   (§5). The decoded bytes must be UTF-8 (use `format = "raw"` with a
-//!   `secret = ...` file for binary payloads).
+//!   (§5). The decoded bytes must be UTF-8: a template produces text. For
+//!   binary payloads use a `[[file]]` with `secret = ...` and
+//!   `decode = "base64"`, which writes the bytes.
 //! * `base64_encode` — standard alphabet with padding.
 //! * `json_decode` — parses the string as JSON into a tera value (map, array,
 //!   string, number, bool, null).
@@ -36,12 +37,12 @@ use tera::{Kwargs, State, Tera, TeraResult, Value};
 use zeroize::Zeroize;
 
 /// Standard alphabet, padding optional on decode.
-const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(
+pub(crate) const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 /// URL-safe alphabet, padding optional on decode.
-const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
+pub(crate) const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::URL_SAFE,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
@@ -84,7 +85,7 @@ pub fn base64_decode(input: &str) -> TeraResult<String> {
             e.into_bytes().zeroize();
             Err(err(
                 "base64_decode",
-                "the decoded bytes are not UTF-8 text; for binary content use a file with `secret = ...` and `format = \"raw\"`",
+                "the decoded bytes are not UTF-8 text; to write binary content use a [[file]] with `secret = \"<alias>\"` and `decode = \"base64\"` (format = \"raw\" alone writes the base64 text, not the bytes)",
             ))
         }
     }

@@ -7,21 +7,32 @@
 //! Context shape (SPEC.md "Template context"):
 //!
 //! * `secrets.<alias>` — the value string.
-//! * `meta.<alias>` — `name`, `version`, `tags` (map), and, only when Key
-//!   Vault returned them, `content_type`, `updated`, `expires` (RFC 3339,
-//!   UTC, seconds). Absent keys are undefined: use `| default(value="")`.
+//! * `meta.<alias>` — `name`, `version`, `tags` (map), `present` (false
+//!   when an `optional` secret is missing or disabled and `secrets.<alias>`
+//!   is its `default`), and, only when Key Vault returned them,
+//!   `content_type`, `updated`, `expires` (RFC 3339, UTC, seconds). Absent
+//!   keys are undefined: use `| default(value="")`.
 //! * `certs.<alias>` — `key`, `cert`, `chain`, `fullchain`, `pfx_base64`,
 //!   `thumbprint`, `not_after`, `subject`, `sans` (array), `serial`.
 //! * `instance` — the instance metadata, when fetched.
+//! * `selected.<selection>` — a list of `{name, value, version,
+//!   content_type, tags, updated, expires}` sorted by name (`name` without
+//!   the prefix with `strip_prefix`); absent optional keys as in `meta`.
+//! * `keys.<alias>` — `pem` (SubjectPublicKeyInfo), `jwk` (JSON text of
+//!   the public JWK), `kid`, `kty`.
+//!
+//! `[env]` values (`kvsync exec`) are templates over the same context,
+//! compiled and checked with the files' and rendered by [`Renderer::render_env`].
 //!
 //! tera keeps its own copies of context strings, which are not zeroized when
 //! the context is dropped; kvsync's output buffers are ([`SecretBytes`]).
 
+mod decode;
 pub mod filters;
-mod redact;
+pub(crate) mod redact;
 pub mod refs;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use base64::Engine;
@@ -30,7 +41,7 @@ use serde::Serialize;
 use tera::Tera;
 
 use crate::certs::CertMaterial;
-use crate::config::{Config, FileSource, FileSpec, OutputFormat, SecretKind};
+use crate::config::{Config, Decode, FileSource, FileSpec, OutputFormat, SecretKind};
 use crate::secret::SecretBytes;
 use crate::vault::SecretBundle;
 
@@ -44,6 +55,7 @@ pub const META_FIELDS: &[&str] = &[
     "updated",
     "expires",
     "tags",
+    "present",
 ];
 /// Fields of `certs.<alias>`.
 pub const CERT_FIELDS: &[&str] = &[
@@ -59,6 +71,28 @@ pub const CERT_FIELDS: &[&str] = &[
     "serial",
 ];
 
+/// Fields of `keys.<alias>`.
+pub const KEY_FIELDS: &[&str] = &["pem", "jwk", "kid", "kty"];
+/// Fields of `certs.<alias>` that need the private key or the chain, absent
+/// for `public_only` certificates.
+pub const PRIVATE_CERT_FIELDS: &[&str] = &["key", "chain", "fullchain", "pfx_base64"];
+
+/// One secret of a selection, as the round found it.
+#[derive(Clone, Debug)]
+pub struct Selected {
+    /// The name shown to templates and used for fan-out files (the prefix
+    /// stripped when the selection asks for it).
+    pub name: String,
+    pub bundle: SecretBundle,
+}
+
+/// The public part of a `type = "key"` object.
+#[derive(Clone, Debug)]
+pub struct KeyMaterial {
+    pub kid: String,
+    pub key: crate::certs::PublicKey,
+}
+
 /// The tera context of one round ([`Renderer::prepare`]); `None` if it
 /// could not be built (each template file then fails with that).
 pub struct Prepared(Option<tera::Context>);
@@ -70,6 +104,13 @@ pub struct Context {
     pub certs: BTreeMap<String, CertMaterial>,
     /// HIMDS/IMDS `compute` metadata, when fetched.
     pub instance: Option<serde_json::Value>,
+    /// Optional secrets that were missing or disabled: their entry in
+    /// `secrets` holds the configured default (`meta.<alias>.present` = false).
+    pub absent: BTreeSet<String>,
+    /// `[selections]` by alias, each sorted by name.
+    pub selected: BTreeMap<String, Vec<Selected>>,
+    /// `type = "key"` objects by alias.
+    pub keys: BTreeMap<String, KeyMaterial>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +135,7 @@ enum Kind {
         /// `format = "pfx"`: alias of the password secret, and 3DES/SHA-1.
         pfx_password: Option<String>,
         pfx_legacy: bool,
+        decode: Option<Decode>,
     },
 }
 
@@ -108,6 +150,8 @@ struct Entry {
 pub struct Renderer {
     tera: Tera,
     files: Vec<Entry>,
+    /// `[env]` templates, in config order (destination = the variable name).
+    env: Vec<Entry>,
     uses_instance: bool,
 }
 
@@ -140,8 +184,21 @@ impl Renderer {
             }
             files.push(entry);
         }
-        errors.extend(add_templates(&mut tera, &files));
-        for entry in &files {
+        let mut env = Vec::with_capacity(config.env.len());
+        for var in &config.env {
+            let entry = Entry {
+                destination: PathBuf::from(format!("[env] {}", var.name)),
+                label: "value".to_owned(),
+                kind: Kind::Template {
+                    name: format!("env:{}", var.name),
+                    source: var.template.clone(),
+                },
+            };
+            errors.extend(check_refs(config, &entry, &var.template));
+            env.push(entry);
+        }
+        errors.extend(add_templates(&mut tera, files.iter().chain(&env)));
+        for entry in files.iter().chain(&env) {
             if let Kind::Template { name, .. } = &entry.kind {
                 uses_instance |= tera
                     .get_template_variables(name)
@@ -152,6 +209,7 @@ impl Renderer {
             Ok(Renderer {
                 tera,
                 files,
+                env,
                 uses_instance,
             })
         } else {
@@ -203,14 +261,54 @@ impl Renderer {
                 format,
                 pfx_password,
                 pfx_legacy,
+                decode,
             } => {
                 let pfx = PfxSettings {
                     password_alias: pfx_password.as_deref(),
                     legacy: *pfx_legacy,
                 };
+                if let Some(kind) = decode {
+                    return decoded(entry, alias, *kind, ctx);
+                }
                 object(entry, alias, *format, pfx, ctx)
             }
         }
+    }
+
+    /// Render every `[env]` value (name, value) in config order; all
+    /// failures are collected. Values are secret: never log them.
+    pub fn render_env(
+        &self,
+        ctx: &Context,
+        prepared: &Prepared,
+    ) -> Result<Vec<(String, secrecy::SecretString)>, Vec<RenderError>> {
+        let mut out = Vec::with_capacity(self.env.len());
+        let mut errors = Vec::new();
+        for entry in &self.env {
+            let Kind::Template { name, source } = &entry.kind else {
+                continue;
+            };
+            let var = name.trim_start_matches("env:").to_owned();
+            let Some(tctx) = &prepared.0 else {
+                errors
+                    .push(entry.error(None, "internal: cannot build the template context".into()));
+                continue;
+            };
+            match self.tera.render(name, tctx) {
+                Ok(value) => out.push((var, secrecy::SecretString::from(value))),
+                Err(e) => errors.push(render_error(entry, &e, source, ctx)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Whether the config has `[env]` entries.
+    pub fn has_env(&self) -> bool {
+        !self.env.is_empty()
     }
 
     /// Whether any template refers to `instance`.
@@ -253,6 +351,7 @@ impl Entry {
                         format: *format,
                         pfx_password: spec.pfx_password.clone(),
                         pfx_legacy: spec.pfx_legacy,
+                        decode: spec.decode,
                     },
                 });
             }
@@ -283,6 +382,11 @@ fn check_object(config: &Config, e: &Entry, alias: &str, format: OutputFormat) -
             None,
             format!("secret `{alias}` is not declared in [secrets]"),
         )],
+        Some(s) if s.kind == SecretKind::Key && format != OutputFormat::Pem => vec![e.error(
+            None,
+            format!("`{alias}` is a key: the only format of a key is \"pem\""),
+        )],
+        Some(s) if s.kind == SecretKind::Key => Vec::new(),
         Some(s) if format != OutputFormat::Raw && s.kind != SecretKind::Certificate => {
             vec![e.error(
                 None,
@@ -301,6 +405,15 @@ fn check_refs(config: &Config, e: &Entry, source: &str) -> Vec<RenderError> {
     for r in refs::scan(source) {
         let root = r.root.name();
         let alias = &r.alias;
+        if r.root == Root::Selected {
+            if !config.selections.contains_key(alias) {
+                out.push(e.error(
+                    Some(r.line),
+                    format!("`selected.{alias}`: `{alias}` is not declared in [selections]"),
+                ));
+            }
+            continue;
+        }
         let Some(spec) = config.secrets.get(alias) else {
             out.push(e.error(
                 Some(r.line),
@@ -309,10 +422,35 @@ fn check_refs(config: &Config, e: &Entry, source: &str) -> Vec<RenderError> {
             continue;
         };
         let fields = match r.root {
-            Root::Secrets => None,
+            Root::Secrets | Root::Selected => None,
             Root::Meta => Some(META_FIELDS),
             Root::Certs => Some(CERT_FIELDS),
+            Root::Keys => Some(KEY_FIELDS),
         };
+        if r.root == Root::Keys && spec.kind != SecretKind::Key {
+            out.push(e.error(
+                Some(r.line),
+                format!("`keys.{alias}`: `{alias}` is not declared with type = \"key\""),
+            ));
+        }
+        if matches!(r.root, Root::Secrets | Root::Meta) && spec.kind == SecretKind::Key
+            || matches!(r.root, Root::Secrets | Root::Meta)
+                && spec.kind == SecretKind::Certificate
+                && spec.public_only
+        {
+            out.push(e.error(
+                Some(r.line),
+                format!("`{root}.{alias}`: `{alias}` is read without its secret (type = \"key\" or public_only); use `{}.{alias}`", if spec.kind == SecretKind::Key { "keys" } else { "certs" }),
+            ));
+        }
+        if let (Root::Certs, true, Some(f)) = (r.root, spec.public_only, &r.field)
+            && PRIVATE_CERT_FIELDS.contains(&f.as_str())
+        {
+            out.push(e.error(
+                Some(r.line),
+                format!("`certs.{alias}.{f}`: `{alias}` is public_only: GET /certificates gives the leaf only, without private key or chain"),
+            ));
+        }
         if r.root == Root::Certs && spec.kind != SecretKind::Certificate {
             out.push(e.error(
                 Some(r.line),
@@ -337,8 +475,11 @@ fn check_refs(config: &Config, e: &Entry, source: &str) -> Vec<RenderError> {
 /// Add every template in one batch: tera re-checks all its templates on
 /// each add, so adding them one by one costs files². Only when the batch
 /// fails are they added one by one, to name each broken template.
-fn add_templates(tera: &mut Tera, files: &[Entry]) -> Vec<RenderError> {
-    let templates = files.iter().filter_map(|e| match &e.kind {
+fn add_templates<'a>(
+    tera: &mut Tera,
+    entries: impl Iterator<Item = &'a Entry> + Clone,
+) -> Vec<RenderError> {
+    let templates = entries.filter_map(|e| match &e.kind {
         Kind::Template { name, source } => Some((e, name.as_str(), source.as_str())),
         Kind::Object { .. } => None,
     });
@@ -400,7 +541,9 @@ fn render_error(e: &Entry, err: &tera::Error, source: &str, ctx: &Context) -> Re
         _ => (None, err.to_string()),
     };
     let needles = redact::Needles::from_context(ctx);
-    let message = needles.scrub(&redact::sanitize(&raw, source));
+    // Scrub first: a secret containing a quote character would otherwise
+    // be split by the sanitizer's quoting and leak a fragment.
+    let message = redact::sanitize(&needles.scrub(&raw), source);
     e.error(line, message)
 }
 
@@ -415,6 +558,7 @@ struct MetaView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     expires: Option<String>,
     tags: &'a BTreeMap<String, String>,
+    present: bool,
 }
 
 #[derive(Serialize)]
@@ -431,14 +575,32 @@ struct CertView<'a> {
     serial: &'a str,
 }
 
-/// Unix seconds → RFC 3339 (UTC, seconds precision).
+#[derive(Serialize)]
+struct SelectedView<'a> {
+    name: &'a str,
+    value: &'a str,
+    version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'a str>,
+    tags: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<String>,
+}
+
+#[derive(Serialize)]
+struct KeyView<'a> {
+    pem: &'a str,
+    jwk: &'a str,
+    kid: &'a str,
+    kty: &'a str,
+}
+
+/// Unix seconds → RFC 3339 (UTC, seconds precision); `None` outside
+/// 1970..=9999 (`crate::time`).
 pub fn rfc3339(unix: i64) -> Option<String> {
-    let t = if unix >= 0 {
-        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(unix.unsigned_abs()))
-    } else {
-        std::time::UNIX_EPOCH.checked_sub(std::time::Duration::from_secs(unix.unsigned_abs()))
-    }?;
-    Some(humantime::format_rfc3339_seconds(t).to_string())
+    crate::time::rfc3339(unix)
 }
 
 fn tera_context(ctx: &Context) -> Result<tera::Context, tera::Error> {
@@ -458,6 +620,7 @@ fn tera_context(ctx: &Context) -> Result<tera::Context, tera::Error> {
                 updated: b.updated.and_then(rfc3339),
                 expires: b.expires.and_then(rfc3339),
                 tags: &b.tags,
+                present: !ctx.absent.contains(k),
             };
             (k.as_str(), view)
         })
@@ -481,7 +644,41 @@ fn tera_context(ctx: &Context) -> Result<tera::Context, tera::Error> {
             (k.as_str(), view)
         })
         .collect();
+    let selected: BTreeMap<&str, Vec<SelectedView<'_>>> = ctx
+        .selected
+        .iter()
+        .map(|(k, list)| {
+            let views = list
+                .iter()
+                .map(|s| SelectedView {
+                    name: &s.name,
+                    value: s.bundle.value.expose_secret(),
+                    version: &s.bundle.version,
+                    content_type: s.bundle.content_type.as_deref(),
+                    tags: &s.bundle.tags,
+                    updated: s.bundle.updated.and_then(rfc3339),
+                    expires: s.bundle.expires.and_then(rfc3339),
+                })
+                .collect();
+            (k.as_str(), views)
+        })
+        .collect();
+    let keys: BTreeMap<&str, KeyView<'_>> = ctx
+        .keys
+        .iter()
+        .map(|(k, m)| {
+            let view = KeyView {
+                pem: &m.key.pem,
+                jwk: &m.key.jwk,
+                kid: &m.kid,
+                kty: &m.key.kty,
+            };
+            (k.as_str(), view)
+        })
+        .collect();
     let mut t = tera::Context::new();
+    t.insert_value("selected", tera::Value::try_from_serializable(&selected)?);
+    t.insert_value("keys", tera::Value::try_from_serializable(&keys)?);
     t.insert_value("secrets", tera::Value::try_from_serializable(&secrets)?);
     t.insert_value("meta", tera::Value::try_from_serializable(&meta)?);
     t.insert_value("certs", tera::Value::try_from_serializable(&certs)?);
@@ -526,6 +723,43 @@ fn pfx_bytes(
         .map_err(|err| e.error(None, format!("cannot build the PFX of `{alias}`: {err}")))
 }
 
+/// `secret = alias` with `decode`: the bytes the secret's text encodes.
+fn decoded(
+    e: &Entry,
+    alias: &str,
+    kind: Decode,
+    ctx: &Context,
+) -> Result<SecretBytes, RenderError> {
+    let b = ctx
+        .secrets
+        .get(alias)
+        .ok_or_else(|| e.error(None, format!("secret `{alias}` was not fetched this round")))?;
+    decode::decode(kind, b.value.expose_secret()).map_err(|why| {
+        e.error(
+            None,
+            format!(
+                "secret `{alias}` (Key Vault secret '{}', version {}) is {why}",
+                b.name, b.version
+            ),
+        )
+    })
+}
+
+/// The bytes a fan-out file of a selection holds: the value, or the bytes
+/// it encodes.
+pub fn selected_bytes(s: &Selected, decode: Option<Decode>) -> Result<SecretBytes, String> {
+    let value = s.bundle.value.expose_secret();
+    match decode {
+        None => Ok(SecretBytes::new(value.as_bytes().to_vec())),
+        Some(kind) => decode::decode(kind, value).map_err(|why| {
+            format!(
+                "Key Vault secret '{}' (version {}) is {why}",
+                s.bundle.name, s.bundle.version
+            )
+        }),
+    }
+}
+
 /// `secret = alias`, `format = ...` files: the object itself, no template.
 fn object(
     e: &Entry,
@@ -543,10 +777,13 @@ fn object(
             b.value.expose_secret().as_bytes().to_vec(),
         ));
     }
+    if let Some(k) = ctx.keys.get(alias) {
+        return Ok(SecretBytes::new(k.key.pem.as_bytes().to_vec()));
+    }
     let c = ctx.certs.get(alias).ok_or_else(|| {
         e.error(
             None,
-            format!("`{alias}` is not available as a certificate (declare it with type = \"certificate\")"),
+            format!("`{alias}` is not available as a certificate or key this round"),
         )
     })?;
     let bytes = match format {

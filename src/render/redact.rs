@@ -2,16 +2,18 @@
 //!
 //! tera's rendering messages can quote values (`Failed to parse 'VALUE' as
 //! int`, `Unable to perform 1234 + 1`). Two independent passes run on every
-//! message before it leaves [`super`]:
+//! message before it leaves [`super`], scrub FIRST (a secret holding a
+//! quote character would otherwise be cut by the sanitizer's quote parsing
+//! into fragments the scrubber no longer recognises):
 //!
-//! 1. [`sanitize`]: every quoted segment (`` ` ``, `'`, `"`) is kept only if
+//! 1. [`Needles::scrub`]: every occurrence of every secret value of the
+//!    context (and of its trimmed, base64-decoded and JSON-string-leaf forms,
+//!    the certificate keys and PFX) is replaced by `[REDACTED]`.
+//! 2. [`sanitize`]: every quoted segment (`` ` ``, `'`, `"`) is kept only if
 //!    its text appears in the template source or is a tera type name; any
 //!    unquoted word containing a digit is kept only if it appears in the
 //!    template source. Everything else becomes `[REDACTED]`. The template
 //!    source is configuration, not secret, so echoing it is safe.
-//! 2. [`Needles::scrub`]: every occurrence of every secret value of the
-//!    context (and of its trimmed, base64-decoded and JSON-string-leaf forms,
-//!    the certificate keys and PFX) is replaced by `[REDACTED]`.
 
 use base64::Engine;
 use secrecy::ExposeSecret;
@@ -125,10 +127,28 @@ impl Needles {
         for b in ctx.secrets.values() {
             add_forms(&mut v, b.value.expose_secret());
         }
+        for list in ctx.selected.values() {
+            for s in list {
+                add_forms(&mut v, s.bundle.value.expose_secret());
+            }
+        }
         for c in ctx.certs.values() {
             add_forms(&mut v, c.key_pem.expose_secret());
             add_forms(&mut v, c.pfx_base64.expose_secret());
         }
+        Self::finish(v)
+    }
+
+    /// Needles for plain secret values (tests and fuzzing).
+    pub fn from_values(values: &[&str]) -> Self {
+        let mut v = Vec::new();
+        for value in values {
+            add_forms(&mut v, value);
+        }
+        Self::finish(v)
+    }
+
+    fn finish(mut v: Vec<String>) -> Self {
         v.retain(|s| !s.is_empty());
         // Longest first, so a secret containing another is replaced whole.
         v.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -206,6 +226,22 @@ fn json_leaves(v: &mut Vec<String>, json: &serde_json::Value) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn scrub_runs_before_sanitize_so_a_quoted_secret_leaks_no_fragment() {
+        let secret = "ab`cd-secret-ef";
+        let needles = Needles::from_values(&[secret]);
+        let raw = format!("Failed to parse '{secret}' as int");
+        let src = "{{ secrets.x | int }}";
+        let out = sanitize(&needles.scrub(&raw), src);
+        for fragment in ["ab", "cd-secret-ef", "secret"] {
+            assert!(!out.contains(fragment), "{fragment} leaked: {out}");
+        }
+        let raw =
+            format!("Tried to iterate using key value on variable `{secret}`, but it is missing");
+        let out = sanitize(&needles.scrub(&raw), src);
+        assert!(!out.contains("secret-ef") && !out.contains("ab`"), "{out}");
+    }
 
     #[test]
     fn short_needles_match_whole_words_only() {

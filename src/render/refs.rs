@@ -19,6 +19,10 @@ pub enum Root {
     Secrets,
     Meta,
     Certs,
+    /// `selected.<selection alias>`
+    Selected,
+    /// `keys.<alias>`
+    Keys,
 }
 
 impl Root {
@@ -27,6 +31,8 @@ impl Root {
             Root::Secrets => "secrets",
             Root::Meta => "meta",
             Root::Certs => "certs",
+            Root::Selected => "selected",
+            Root::Keys => "keys",
         }
     }
 
@@ -35,6 +41,8 @@ impl Root {
             "secrets" => Some(Root::Secrets),
             "meta" => Some(Root::Meta),
             "certs" => Some(Root::Certs),
+            "selected" => Some(Root::Selected),
+            "keys" => Some(Root::Keys),
             _ => None,
         }
     }

@@ -248,6 +248,7 @@ impl Engine {
                 }
             }
         }
+        self.fill_optional(&mut ctx, &mut errors);
         // One order whatever the GETs' completion order (alias order).
         errors.sort_by_cached_key(ToString::to_string);
         (ctx, errors)
@@ -316,6 +317,9 @@ mod tests {
             vault: VaultRef::Url(vault()),
             kind: SecretKind::Secret,
             include_root: false,
+            optional: false,
+            default: String::new(),
+            public_only: false,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::hooks::HookError;
 use crate::identity::IdentityError;
 use crate::render::RenderError;
 use crate::store::StoreError;
-use crate::vault::VaultError;
+use crate::vault::{VaultError, VaultUrlError};
 use crate::write::WriteError;
 
 /// The stage a failure belongs to; `as_str` is the metric label.
@@ -75,13 +75,19 @@ pub enum SyncError {
     /// A secret's GET (or the vault's list) failed.
     #[error("secret '{alias}': {error}")]
     Fetch { alias: String, error: VaultError },
+    /// A `[selections]` entry: its vault's list, or a selected secret's GET.
+    #[error("selection '{alias}': {error}")]
+    Selection { alias: String, error: VaultError },
+    /// A fan-out directory (`selection`, `ccs`) could not be rendered.
+    #[error("{0}")]
+    Fanout(String),
     /// Instance metadata was needed (a template or a vault URL uses it) and
     /// could not be had.
     #[error("instance metadata: {0}")]
     Instance(IdentityError),
     /// A secret's vault URL template did not resolve to a valid vault URL.
     #[error("secret '{alias}': cannot resolve the vault URL: {error}")]
-    VaultUrl { alias: String, error: String },
+    VaultUrl { alias: String, error: VaultUrlError },
     #[error("certificate '{alias}': Key Vault certificate '{name}' (version {version}): {error}")]
     Certificate {
         alias: String,
@@ -122,7 +128,13 @@ impl SyncError {
                 error: VaultError::Identity(_),
                 ..
             }
+            | SyncError::Selection {
+                error: VaultError::Identity(_),
+                ..
+            }
             | SyncError::Instance(_) => FailureKind::Identity,
+            SyncError::Selection { .. } => FailureKind::Vault,
+            SyncError::Fanout(_) => FailureKind::Render,
             SyncError::Fetch { .. } => FailureKind::Vault,
             SyncError::VaultUrl { .. } => FailureKind::Config,
             SyncError::Certificate { .. } => FailureKind::Certificate,
@@ -139,7 +151,10 @@ impl SyncError {
     /// outage, or a hook that may work next time).
     pub fn is_transient(&self) -> bool {
         match self {
-            SyncError::Fetch { error, .. } => error.is_transient(),
+            SyncError::Fetch { error, .. } | SyncError::Selection { error, .. } => {
+                error.is_transient()
+            }
+            SyncError::Fanout(_) => false,
             SyncError::Instance(e) => e.is_transient(),
             SyncError::Certificate { error, .. } => error.is_transient(),
             SyncError::Deadline(_) | SyncError::Hook(_) => true,
@@ -163,5 +178,31 @@ impl SyncError {
         } else {
             self
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vault_url_that_does_not_resolve_is_a_config_failure_not_identity() {
+        let e = SyncError::VaultUrl {
+            alias: "db".into(),
+            error: VaultUrlError::NotDnsFragment("instance.tags.kv".into()),
+        };
+        assert_eq!(e.kind(), FailureKind::Config);
+        assert!(!e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "secret 'db': cannot resolve the vault URL: `{{ instance.tags.kv }}` is not a DNS name fragment (letters, digits, `-`, `.`)"
+        );
+    }
+
+    #[test]
+    fn every_kind_has_its_own_label() {
+        let labels: std::collections::BTreeSet<&str> =
+            FailureKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(labels.len(), FailureKind::ALL.len());
     }
 }

@@ -128,12 +128,14 @@ impl HookQueue {
     }
 }
 
-/// Distinct `on_change` commands in config order (first appearance).
+/// Distinct `on_change` commands in config order (first appearance; the
+/// fan-out directories' after the single files').
 fn hook_order(config: &Config) -> Vec<&Hook> {
     let mut out: Vec<&Hook> = Vec::new();
-    let files = config.files.iter().map(|f| f.on_change.as_ref());
+    let commands = config.files.iter().map(|f| f.on_change.as_ref());
+    let fanouts = config.fanouts.iter().map(|f| f.on_change.as_ref());
     let stores = config.stores.iter().map(|s| s.on_change.as_ref());
-    for c in files.chain(stores).flatten() {
+    for c in commands.chain(fanouts).chain(stores).flatten() {
         if !out.contains(&c) {
             out.push(c);
         }
@@ -150,6 +152,8 @@ pub struct RoundState {
     /// Thumbprints already warned about (expiry): warned once per
     /// certificate version, not every round; the metric stays current.
     pub(crate) expiry_warned: Mutex<BTreeSet<String>>,
+    /// Bundles of selected secrets (`[selections]`).
+    pub(crate) select: super::select::SelectionCache,
     pub hooks: HookQueue,
 }
 
@@ -186,6 +190,9 @@ pub struct Outcome {
     pub secret_expiries: Vec<(String, i64)>,
     /// The fetched secrets and certificates ([`Scope::Fetch`] only).
     pub context: Option<render::Context>,
+    /// The rendered `[env]` (`kvsync exec`), when the config has one and
+    /// it rendered this round. Secret: never log it.
+    pub env: Option<crate::exec::EnvValues>,
     /// What each `[[store]]` did (or, in a dry run, would do).
     pub stores: Vec<StoreReport>,
 }
@@ -258,6 +265,22 @@ struct Prepared {
     planned: Vec<FileOutcome>,
     /// `[[store]]` indexes with their certificate, for the store step.
     stores: Vec<(usize, CertMaterial)>,
+    /// Fan-out directories rendered this round ([`crate::fanout`]).
+    fanouts: Vec<crate::fanout::Plan>,
+}
+
+/// A fan-out directory's files as outcomes (a removal counts as `Updated`).
+fn fanout_outcomes(applied: crate::fanout::Applied) -> Vec<FileOutcome> {
+    let removed = applied.removed.into_iter().map(|path| FileOutcome {
+        path,
+        change: Change::Updated,
+    });
+    applied
+        .written
+        .into_iter()
+        .map(|(path, change)| FileOutcome { path, change })
+        .chain(removed)
+        .collect()
 }
 
 /// Resolves when `stop` turns true; never when its sender is gone.
@@ -297,6 +320,7 @@ impl Engine {
         let Prepared {
             ready,
             planned,
+            fanouts,
             stores,
         } = prepared;
         if options.scope != Scope::Write {
@@ -306,7 +330,9 @@ impl Engine {
         }
         let mut backups = Backups::new();
         self.commit(ready, options.policy, state, &mut backups, &mut outcome);
+        // All or nothing: a failed commit stops the round's writes here.
         if options.policy == Policy::PerGroup || outcome.failures.is_empty() {
+            self.write_fanouts(&fanouts, state, &mut outcome);
             self.sync_stores(&stores, false, state, &mut outcome);
         }
         self.run_hooks(state, &mut backups, &mut outcome).await;
@@ -323,7 +349,9 @@ impl Engine {
         outcome: &mut Outcome,
     ) -> Option<Prepared> {
         let all_or_nothing = options.policy == Policy::AllOrNothing;
-        let (mut ctx, fetch_errors) = self.fetch(&state.changes).await;
+        let (mut ctx, mut fetch_errors) = self.fetch(&state.changes).await;
+        self.fetch_extras(&mut ctx, &mut fetch_errors, &state.select)
+            .await;
         outcome.failures.extend(fetch_errors);
         if all_or_nothing && !outcome.failures.is_empty() {
             return None;
@@ -344,6 +372,14 @@ impl Engine {
         }
         let groups = hook_groups(self.config());
         let prepared = self.renderer.prepare(&ctx);
+        if self.renderer.has_env() {
+            match self.renderer.render_env(&ctx, &prepared) {
+                Ok(env) => outcome.env = Some(env),
+                Err(errors) => outcome
+                    .failures
+                    .extend(errors.into_iter().map(SyncError::Render)),
+            }
+        }
         let mut rendered: Vec<Option<SecretBytes>> = Vec::with_capacity(self.config().files.len());
         let mut render_failed = vec![false; groups.len()];
         let mut render_errors = Vec::new();
@@ -360,6 +396,10 @@ impl Engine {
             }
         }
         self.fail_groups(&groups, render_errors, options.policy, outcome);
+        let (fanouts, fanout_errors) = crate::fanout::plan_all(self.config(), &ctx);
+        outcome
+            .failures
+            .extend(fanout_errors.into_iter().map(SyncError::Fanout));
         if all_or_nothing && !outcome.failures.is_empty() {
             return None;
         }
@@ -377,9 +417,12 @@ impl Engine {
             .filter_map(|(i, spec)| ctx.certs.get(&spec.alias).map(|c| (i, c.clone())))
             .collect();
         if options.scope == Scope::Plan {
+            let mut planned = self.plan(&by_file, outcome);
+            planned.extend(self.plan_fanouts(&fanouts, outcome));
             return Some(Prepared {
                 ready: Vec::new(),
-                planned: self.plan(&by_file, outcome),
+                planned,
+                fanouts: Vec::new(),
                 stores,
             });
         }
@@ -426,8 +469,54 @@ impl Engine {
         Some(Prepared {
             ready,
             planned: Vec::new(),
+            fanouts,
             stores,
         })
+    }
+
+    /// What writing each fan-out directory would do (`--dry-run`); a file
+    /// that left its selection shows as changed.
+    fn plan_fanouts(
+        &self,
+        plans: &[crate::fanout::Plan],
+        outcome: &mut Outcome,
+    ) -> Vec<FileOutcome> {
+        let mut files = Vec::new();
+        for plan in plans {
+            let Some(spec) = self.config().fanouts.get(plan.index) else {
+                continue;
+            };
+            match crate::fanout::apply(spec, plan, true) {
+                Ok(applied) => files.extend(fanout_outcomes(applied)),
+                Err(e) => outcome.failures.push(SyncError::Write(e)),
+            }
+        }
+        files
+    }
+
+    /// Write each fan-out directory on its own (after the single files,
+    /// never interrupted); queue its hook when it changed.
+    fn write_fanouts(
+        &self,
+        plans: &[crate::fanout::Plan],
+        state: &mut RoundState,
+        outcome: &mut Outcome,
+    ) {
+        for plan in plans {
+            let Some(spec) = self.config().fanouts.get(plan.index) else {
+                continue;
+            };
+            match crate::fanout::apply(spec, plan, false) {
+                Ok(applied) => {
+                    let changed = applied.changed();
+                    if let (Some(hook), false) = (&spec.on_change, changed.is_empty()) {
+                        state.hooks.push(hook, changed);
+                    }
+                    outcome.files.extend(fanout_outcomes(applied));
+                }
+                Err(e) => outcome.failures.push(SyncError::Write(e)),
+            }
+        }
     }
 
     /// Record render failures, noting the group in a per-group round.

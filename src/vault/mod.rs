@@ -3,14 +3,19 @@
 //! from the vault's DNS suffix. Maps every failure to an actionable
 //! [`VaultError`]; retries transient ones with bounded backoff
 //! ([`transport`]). A token is only ever sent to a host whose audience is
-//! known ([`crate::identity::audience`]); an unknown host gets no request at
+//! known ([`address::audience_for`]); an unknown host gets no request at
 //! all. Secret values go straight into [`SecretString`]; no value, token or
 //! service message text reaches an error or a log line (error codes do).
 //! [`VaultClient`] is cheap to share behind an `Arc`; bounding concurrency
 //! is the caller's job.
 
+pub mod address;
 pub mod models;
+pub mod objects;
 pub mod transport;
+
+pub use self::address::{VaultUrl, VaultUrlError};
+pub use objects::{CertificateBundle, KeyBundle};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +25,7 @@ use url::Url;
 
 use crate::http::RetryPolicy;
 use crate::identity::cache::TokenCache;
-use crate::identity::{AccessToken, IdentityError, audience, claims};
+use crate::identity::{AccessToken, IdentityError, claims};
 use transport::{Ctx, Failure, Outcome};
 
 /// Key Vault api-version (PROTOCOL.md §5: the Rust SDK 1.0 default).
@@ -113,6 +118,33 @@ pub enum VaultError {
         code: String,
         identity: String,
     },
+    #[error(
+        "vault {vault}: access to {} '{name}' denied (HTTP 403 {code}) for identity {identity}: {}", kind.noun(), kind.grant()
+    )]
+    ObjectForbidden {
+        vault: String,
+        kind: objects::ObjectKind,
+        name: String,
+        code: String,
+        identity: String,
+    },
+    #[error("vault {vault}: {} '{name}'{version} not found (HTTP 404 {code})", kind.noun())]
+    ObjectNotFound {
+        vault: String,
+        kind: objects::ObjectKind,
+        name: String,
+        version: String,
+        code: String,
+    },
+    #[error(
+        "vault {vault}: selection '{selection}' cannot list the vault's secrets (HTTP 403 {code}) for identity {identity}: a selection needs the secret list permission (data action Microsoft.KeyVault/vaults/secrets/readMetadata/action, in the roles 'Key Vault Secrets User' and 'Key Vault Reader'; or an access policy with secret List)"
+    )]
+    SelectionForbidden {
+        vault: String,
+        selection: String,
+        code: String,
+        identity: String,
+    },
     #[error("vault {vault}: still unauthorized after refreshing the token (HTTP 401 {code})")]
     Unauthorized { vault: String, code: String },
     #[error("vault {vault}: throttled (HTTP 429) and still throttled after retries")]
@@ -151,6 +183,9 @@ pub struct VaultClient {
     tokens: Arc<TokenCache>,
     /// Explicit audience for non-standard hosts (`[auth] audience`).
     explicit_audience: Option<String>,
+    /// Hosts allowed to receive a token for `explicit_audience` (`None`:
+    /// every host, for clients built without a config).
+    audience_hosts: Option<Vec<String>>,
     retry: RetryPolicy,
 }
 
@@ -164,6 +199,7 @@ impl VaultClient {
             http,
             tokens,
             explicit_audience,
+            audience_hosts: None,
             retry: RetryPolicy::vault(),
         }
     }
@@ -174,15 +210,24 @@ impl VaultClient {
         self
     }
 
+    /// Send a token for the explicit audience only to these hosts
+    /// (`host` or `host:port`; [`crate::config::AuthConfig::audience_hosts`]).
+    pub fn with_audience_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.audience_hosts = Some(hosts);
+        self
+    }
+
     pub fn tokens(&self) -> &Arc<TokenCache> {
         &self.tokens
     }
 
     fn audience(&self, vault: &Url) -> Result<String, VaultError> {
-        audience::for_vault(vault, self.explicit_audience.as_deref()).ok_or_else(|| {
-            VaultError::UnknownAudience {
-                vault: vault_label(vault),
-            }
+        let allowed = self.audience_hosts.as_ref().is_none_or(|hosts| {
+            crate::config::host_port(vault).is_some_and(|h| hosts.contains(&h))
+        });
+        let explicit = self.explicit_audience.as_deref().filter(|_| allowed);
+        self::address::audience_for(vault, explicit).ok_or_else(|| VaultError::UnknownAudience {
+            vault: vault_label(vault),
         })
     }
 
@@ -294,7 +339,7 @@ fn list_url(vault: &Url) -> Option<Url> {
 
 /// `{vault}/{segments...}?api-version=` (each segment percent-encoded);
 /// `None` when the vault URL cannot carry a path.
-fn vault_url(vault: &Url, segments: &[&str]) -> Option<Url> {
+pub(crate) fn vault_url(vault: &Url, segments: &[&str]) -> Option<Url> {
     let mut url = vault.clone();
     url.set_query(None);
     url.set_fragment(None);
@@ -352,7 +397,7 @@ pub fn identity_label(token: &AccessToken) -> String {
     }
 }
 
-fn has_code(codes: &[String], code: &str) -> bool {
+pub(crate) fn has_code(codes: &[String], code: &str) -> bool {
     codes.iter().any(|c| c.eq_ignore_ascii_case(code))
 }
 

@@ -68,18 +68,26 @@ fn tags(obj: &Map<String, Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn attributes(obj: &Map<String, Value>) -> Attributes {
+/// The attributes; a time outside 1970..=9999 is an error naming the
+/// attribute (it would overflow date arithmetic and formatting later).
+fn attributes(obj: &Map<String, Value>) -> Result<Attributes, &'static str> {
     let Some(a) = obj.get("attributes").and_then(Value::as_object) else {
-        return Attributes::default();
+        return Ok(Attributes::default());
     };
-    let int = |k: &str| a.get(k).and_then(Value::as_i64);
-    Attributes {
+    let time = |k: &str, out_of_range: &'static str| match a.get(k).and_then(Value::as_i64) {
+        Some(t) if !crate::time::in_range(t) => Err(out_of_range),
+        Some(t) => Ok(Some(t)),
+        // A number beyond i64 is out of range too.
+        None if a.get(k).is_some_and(Value::is_number) => Err(out_of_range),
+        None => Ok(None),
+    };
+    Ok(Attributes {
         enabled: a.get("enabled").and_then(Value::as_bool),
-        not_before: int("nbf"),
-        expires: int("exp"),
-        created: int("created"),
-        updated: int("updated"),
-    }
+        not_before: time("nbf", "attribute `nbf` is outside 1970..=9999")?,
+        expires: time("exp", "attribute `exp` is outside 1970..=9999")?,
+        created: time("created", "attribute `created` is outside 1970..=9999")?,
+        updated: time("updated", "attribute `updated` is outside 1970..=9999")?,
+    })
 }
 
 /// `(name, version)` from `https://v/secrets/{name}[/{version}]`.
@@ -111,7 +119,7 @@ pub fn parse_bundle(body: &[u8]) -> Result<RawBundle, &'static str> {
         version,
         content_type: string(&obj, "contentType"),
         tags: tags(&obj),
-        attributes: attributes(&obj),
+        attributes: attributes(&obj)?,
         kid: string(&obj, "kid"),
         managed: obj.get("managed").and_then(Value::as_bool).unwrap_or(false),
     })
@@ -134,7 +142,7 @@ pub fn parse_list_page(body: &[u8]) -> Result<ListPage, &'static str> {
             name,
             content_type: string(item, "contentType"),
             tags: tags(item),
-            attributes: attributes(item),
+            attributes: attributes(item)?,
         });
     }
     let next_link = string(&obj, "nextLink").filter(|l| !l.is_empty());

@@ -1,34 +1,49 @@
 //! The ONLY code that creates or replaces files (SPEC.md "Writing files").
 //!
 //! * Unchanged bytes and metadata → no write at all (inode and mtime kept).
+//! * The destination's directory is opened once, walking from `/` by
+//!   descriptor: a symlink anywhere on the path is refused (naming the
+//!   component) unless the file sets `follow_symlinks = true`, and so is a
+//!   directory that a user other than root, kvsync's user or the file's
+//!   owner can write to. Every later step acts on that descriptor.
 //! * Same bytes, different mode/owner → fixed in place (`fchmod`/`fchown` on
-//!   a descriptor opened with `O_NOFOLLOW`; inode kept).
+//!   the descriptor that was inspected; inode kept).
 //! * Otherwise: missing parent directories are created (`dir_mode`, exactly,
 //!   regardless of umask); a temp file is created in the destination
-//!   directory with `O_CREAT|O_EXCL` and mode 0600; the bytes are written;
-//!   owner and mode are set on the open descriptor; it is `fsync`ed, renamed
-//!   over the destination, and the directory is `fsync`ed. Readers see the
-//!   old file or the new one, never a torn, empty or world-readable one.
-//! * A symlink at the destination is replaced (rename replaces the link
-//!   itself), never followed; its target is untouched.
-//! * When `uid`/`gid` are not configured, a replaced regular file keeps its
-//!   previous owner and group (an operator's `chown` survives rotations); a
-//!   new file gets the process's.
+//!   directory with `O_CREAT|O_EXCL|O_NOFOLLOW` and mode 0600; owner and
+//!   mode are set on the open descriptor; the bytes are written; it is
+//!   `fsync`ed, renamed over the destination, and the directory is
+//!   `fsync`ed. Readers see the old file or the new one, never a torn, empty
+//!   or world-readable one, and the secret never sits in a file owned by
+//!   anyone but the final owner.
+//! * A symlink, FIFO or hard link at the destination is replaced (rename
+//!   replaces the entry itself), never followed; its target is untouched.
+//! * When `uid`/`gid` are not configured, the file gets kvsync's own user
+//!   and group. The one exception is a file kvsync itself wrote earlier in
+//!   this process (same device and inode): its owner is kept, so an
+//!   operator's `chown` survives rotations until a restart. A file someone
+//!   else put at the destination never lends its owner to the secret.
 //!
 //! This module never logs or returns file contents.
 
-use std::fs::{File, OpenOptions, Permissions};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::secret::SecretBytes;
+
+#[cfg(unix)]
+mod unix;
+use sys::{Dir, Existing, Meta, Temp};
+#[cfg(unix)]
+use unix as sys;
 
 /// Permission bits compared and applied (`chmod` semantics: rwx for
 /// user/group/other plus setuid, setgid, sticky).
 const MODE_MASK: u32 = 0o7777;
-/// Mode of the temp file at creation (SPEC.md "Writing files").
-const TEMP_MODE: u32 = 0o600;
 
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -37,6 +52,9 @@ pub struct Target {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub dir_mode: u32,
+    /// Follow symlinks in the directories of `path` and skip the check of
+    /// who can write to them (`follow_symlinks = true`).
+    pub follow_symlinks: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,54 +90,39 @@ fn werr(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> Wri
     }
 }
 
-/// What is at the destination now, read without following a symlink.
-enum Existing {
-    Missing,
-    /// A symlink or other non-regular, non-directory entry: replace it.
-    Replaceable,
-    Regular {
-        file: File,
-        meta: std::fs::Metadata,
-    },
+/// Destination → (device, inode) of the file this process last wrote
+/// there: the only files whose owner is kept when none is configured.
+static WRITTEN: Mutex<Option<HashMap<PathBuf, (u64, u64)>>> = Mutex::new(None);
+
+fn remember(path: &Path, meta: &Meta) {
+    if let Ok(mut w) = WRITTEN.lock() {
+        w.get_or_insert_with(HashMap::new)
+            .insert(path.to_path_buf(), (meta.dev, meta.ino));
+    }
 }
 
-/// Open flags for inspecting a destination: never follow a symlink, never
-/// block on a FIFO.
-fn inspect_flags() -> i32 {
-    nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits()
+fn wrote(path: &Path, meta: &Meta) -> bool {
+    WRITTEN.lock().is_ok_and(|w| {
+        w.as_ref()
+            .and_then(|m| m.get(path))
+            .is_some_and(|&id| id == (meta.dev, meta.ino))
+    })
 }
 
-fn existing(path: &Path) -> Result<Existing, WriteError> {
-    let lmeta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Missing),
-        Err(e) => return Err(werr(path, "inspect the destination")(e)),
-    };
-    if lmeta.is_dir() {
-        return Err(werr(path, "inspect the destination")(
-            std::io::Error::other("it is a directory; remove it or choose another path"),
-        ));
-    }
-    if !lmeta.file_type().is_file() {
-        return Ok(Existing::Replaceable);
-    }
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(inspect_flags())
-        .open(path)
-    {
-        Ok(f) => f,
-        // Swapped for a symlink between the two calls (ELOOP): replace it.
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(Existing::Replaceable),
-        Err(e) => return Err(werr(path, "open the destination")(e)),
-    };
-    let meta = file
-        .metadata()
-        .map_err(werr(path, "inspect the destination"))?;
-    if !meta.is_file() {
-        return Ok(Existing::Replaceable);
-    }
-    Ok(Existing::Regular { file, meta })
+/// The owner and group the file must have: configured, else those of the
+/// file kvsync wrote there before, else kvsync's own.
+fn owner_for(target: &Target, previous: Option<&Meta>) -> (u32, u32) {
+    let kept = previous
+        .filter(|m| wrote(&target.path, m))
+        .map(|m| (m.uid, m.gid));
+    let (uid, gid) = kept.unwrap_or_else(sys::own_ids);
+    (target.uid.unwrap_or(uid), target.gid.unwrap_or(gid))
+}
+
+fn file_name(path: &Path) -> Result<&OsStr, WriteError> {
+    path.file_name().ok_or_else(|| {
+        werr(path, "inspect the destination")(std::io::Error::other("the path has no file name"))
+    })
 }
 
 fn same_bytes(file: &mut File, len: u64, bytes: &[u8], path: &Path) -> Result<bool, WriteError> {
@@ -134,32 +137,46 @@ fn same_bytes(file: &mut File, len: u64, bytes: &[u8], path: &Path) -> Result<bo
     Ok(current.as_slice() == bytes)
 }
 
-fn metadata_matches(target: &Target, meta: &std::fs::Metadata) -> bool {
-    meta.mode() & MODE_MASK == target.mode & MODE_MASK
-        && target.uid.is_none_or(|u| u == meta.uid())
-        && target.gid.is_none_or(|g| g == meta.gid())
-}
-
-/// What writing `bytes` to `target` would do, without doing it.
+/// What writing `bytes` to `target` would do, without doing it (creates no
+/// directory; a symlinked or unsafe ancestor is still an error).
 pub fn plan(target: &Target, bytes: &[u8]) -> Result<Change, WriteError> {
-    decide(target, bytes).map(|(change, _)| change)
+    let Some(dir) = Dir::open_parent(target, false)? else {
+        return Ok(Change::Created);
+    };
+    decide(&dir, target, bytes).map(|d| d.change)
 }
 
-/// The change writing `bytes` to `target` makes, and the owner of the
-/// regular file it replaces (kept unless `target` sets one).
-fn decide(target: &Target, bytes: &[u8]) -> Result<(Change, Option<(u32, u32)>), WriteError> {
-    Ok(match existing(&target.path)? {
-        Existing::Missing => (Change::Created, None),
-        Existing::Replaceable => (Change::Updated, None),
+/// The decision about one destination, with what it was based on.
+struct Decision {
+    change: Change,
+    /// The regular file there now (kept open for an in-place fix).
+    current: Option<(File, Meta)>,
+}
+
+fn decide(dir: &Dir, target: &Target, bytes: &[u8]) -> Result<Decision, WriteError> {
+    Ok(match dir.inspect(file_name(&target.path)?)? {
+        Existing::Missing => Decision {
+            change: Change::Created,
+            current: None,
+        },
+        Existing::Replaceable => Decision {
+            change: Change::Updated,
+            current: None,
+        },
         Existing::Regular { mut file, meta } => {
-            let change = if !same_bytes(&mut file, meta.len(), bytes, &target.path)? {
+            let change = if !same_bytes(&mut file, meta.len, bytes, &target.path)? {
                 Change::Updated
-            } else if metadata_matches(target, &meta) {
+            } else if meta.mode == target.mode & MODE_MASK
+                && (meta.uid, meta.gid) == owner_for(target, Some(&meta))
+            {
                 Change::Unchanged
             } else {
                 Change::Metadata
             };
-            (change, Some((meta.uid(), meta.gid())))
+            Decision {
+                change,
+                current: Some((file, meta)),
+            }
         }
     })
 }
@@ -170,6 +187,7 @@ pub struct Backup {
     /// `None` when the destination did not exist (or was not a regular
     /// file): rolling back removes the new file.
     pub previous: Option<Previous>,
+    follow_symlinks: bool,
 }
 
 pub struct Previous {
@@ -180,23 +198,34 @@ pub struct Previous {
 }
 
 impl Backup {
-    /// Put the previous contents/metadata back (atomically, like any write),
-    /// or remove a file that did not exist before.
+    /// Put the previous contents/metadata back (atomically, like any write,
+    /// through the same checked directory walk), or remove a file that did
+    /// not exist before.
     pub fn restore(self, dir_mode: u32) -> Result<Change, WriteError> {
+        let target = Target {
+            path: self.path,
+            mode: 0,
+            uid: None,
+            gid: None,
+            dir_mode,
+            follow_symlinks: self.follow_symlinks,
+        };
         match self.previous {
             Some(p) => apply(
                 &Target {
-                    path: self.path,
                     mode: p.mode,
                     uid: Some(p.uid),
                     gid: Some(p.gid),
-                    dir_mode,
+                    ..target
                 },
                 p.bytes.expose(),
             ),
             None => {
-                std::fs::remove_file(&self.path).map_err(werr(&self.path, "remove"))?;
-                fsync_parent(&self.path)?;
+                let Some(dir) = Dir::open_parent(&target, false)? else {
+                    return Ok(Change::Unchanged);
+                };
+                dir.remove(file_name(&target.path)?)?;
+                dir.sync()?;
                 Ok(Change::Updated)
             }
         }
@@ -205,9 +234,9 @@ impl Backup {
 
 enum Action {
     /// Rename the candidate over the destination.
-    Replace(tempfile::NamedTempFile),
-    /// Fix mode/owner of the destination in place.
-    Fix,
+    Replace(Temp),
+    /// Fix mode/owner of the inspected destination in place.
+    Fix { dir: Dir, file: File, meta: Meta },
 }
 
 /// A candidate file written and fsynced next to its destination, not yet
@@ -215,6 +244,7 @@ enum Action {
 pub struct Staged {
     target: Target,
     change: Change,
+    owner: (u32, u32),
     action: Action,
 }
 
@@ -224,10 +254,11 @@ impl Staged {
     pub fn candidate_path(&self) -> &Path {
         match &self.action {
             Action::Replace(tmp) => tmp.path(),
-            Action::Fix => &self.target.path,
+            Action::Fix { .. } => &self.target.path,
         }
     }
 
+    #[cfg(test)]
     pub fn change(&self) -> Change {
         self.change
     }
@@ -235,11 +266,9 @@ impl Staged {
     /// Rename over the destination and fsync the directory (or fix the
     /// metadata in place).
     pub fn commit(self) -> Result<Change, WriteError> {
-        let path = self.target.path.clone();
-        let renamed = matches!(self.action, Action::Replace(_));
-        let change = self.commit_without_dir_sync()?;
-        if renamed {
-            fsync_parent(&path)?;
+        let (change, dir) = self.commit_inner()?;
+        if let Some(dir) = dir {
+            dir.sync()?;
         }
         Ok(change)
     }
@@ -249,76 +278,74 @@ impl Staged {
     /// every committed path before reporting the batch durable (one `fsync`
     /// per directory instead of one per file).
     pub fn commit_without_dir_sync(self) -> Result<Change, WriteError> {
+        self.commit_inner().map(|(change, _)| change)
+    }
+
+    /// Commit; returns the directory when an entry was renamed in it.
+    fn commit_inner(self) -> Result<(Change, Option<Dir>), WriteError> {
         let path = &self.target.path;
+        let name = file_name(path)?;
         match self.action {
-            Action::Fix => {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .custom_flags(inspect_flags())
-                    .open(path)
-                    .map_err(werr(path, "open the destination to fix its mode/owner"))?;
-                set_meta(&file, &self.target, None, path)?;
+            Action::Fix { dir, file, meta } => {
+                if !dir.still(name, &meta) {
+                    return Err(werr(path, "fix the mode/owner in place")(
+                        std::io::Error::other(
+                            "the destination was replaced while the round ran; the next round writes it again",
+                        ),
+                    ));
+                }
+                sys::set_meta(&file, self.owner, self.target.mode, path)?;
                 file.sync_all().map_err(werr(path, "fsync"))?;
+                remember(path, &meta);
+                Ok((self.change, None))
             }
             Action::Replace(tmp) => {
-                tmp.persist(path)
-                    .map_err(|e| werr(path, "rename the new file over the destination")(e.error))?;
+                let meta = sys::meta_of(&tmp.file, path)?;
+                let dir = tmp.rename_to(name)?;
+                remember(path, &meta);
+                Ok((self.change, Some(dir)))
             }
         }
-        Ok(self.change)
     }
 
     /// [`Staged::commit`], returning what was there before so the caller can
     /// roll back a round that failed later.
     pub fn commit_with_backup(self) -> Result<(Change, Backup), WriteError> {
         let path = self.target.path.clone();
-        let previous = match existing(&path)? {
-            Existing::Regular { mut file, meta } => {
-                let mut buf = Vec::new();
-                file.read_to_end(&mut buf)
-                    .map_err(werr(&path, "read the destination"))?;
-                Some(Previous {
-                    bytes: SecretBytes::new(buf),
-                    mode: meta.mode() & MODE_MASK,
-                    uid: meta.uid(),
-                    gid: meta.gid(),
-                })
-            }
-            _ => None,
+        let previous = match Dir::open_parent(&self.target, false)? {
+            Some(dir) => match dir.inspect(file_name(&path)?)? {
+                Existing::Regular { mut file, meta } => {
+                    let mut buf = Vec::new();
+                    file.read_to_end(&mut buf)
+                        .map_err(werr(&path, "read the destination"))?;
+                    Some(Previous {
+                        bytes: SecretBytes::new(buf),
+                        mode: meta.mode,
+                        uid: meta.uid,
+                        gid: meta.gid,
+                    })
+                }
+                _ => None,
+            },
+            None => None,
         };
+        let follow_symlinks = self.target.follow_symlinks;
         let change = self.commit()?;
-        Ok((change, Backup { path, previous }))
+        Ok((
+            change,
+            Backup {
+                path,
+                previous,
+                follow_symlinks,
+            },
+        ))
     }
-}
-
-/// `fchown` (when asked, else to `keep` when given) then `fchmod` on an open
-/// descriptor. chown first: it may clear setuid/setgid bits.
-fn set_meta(
-    file: &File,
-    target: &Target,
-    keep: Option<(u32, u32)>,
-    path: &Path,
-) -> Result<(), WriteError> {
-    let uid = target.uid.or(keep.map(|k| k.0));
-    let gid = target.gid.or(keep.map(|k| k.1));
-    if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::fchown(file, uid, gid).map_err(werr(path, "set the owner"))?;
-    }
-    file.set_permissions(Permissions::from_mode(target.mode & MODE_MASK))
-        .map_err(werr(path, "set the mode"))
 }
 
 /// `fsync` the directory holding `path` (after
 /// [`Staged::commit_without_dir_sync`]).
 pub fn sync_parent_dir(path: &Path) -> Result<(), WriteError> {
-    fsync_parent(path)
-}
-
-fn fsync_parent(path: &Path) -> Result<(), WriteError> {
-    let dir = parent_dir(path);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(werr(dir, "fsync the directory"))
+    sys::sync_dir_of(path)
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -328,74 +355,47 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// Create missing ancestors of `path`, each with exactly `mode`.
-fn create_parents(path: &Path, mode: u32) -> Result<(), WriteError> {
-    let dir = parent_dir(path);
-    let mut missing = Vec::new();
-    for a in dir.ancestors() {
-        if a.as_os_str().is_empty() || a.exists() {
-            break;
-        }
-        missing.push(a);
-    }
-    for d in missing.into_iter().rev() {
-        let mut b = std::fs::DirBuilder::new();
-        std::os::unix::fs::DirBuilderExt::mode(&mut b, mode & MODE_MASK);
-        match b.create(d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(werr(d, "create the directory")(e)),
-        }
-        // DirBuilder's mode is filtered by the umask; set it exactly.
-        std::fs::set_permissions(d, Permissions::from_mode(mode & MODE_MASK))
-            .map_err(werr(d, "set the directory mode"))?;
-    }
-    Ok(())
-}
-
-/// Create the candidate: `O_CREAT|O_EXCL`, mode 0600, in `dir`.
-fn create_candidate(dir: &Path, dest: &Path) -> Result<tempfile::NamedTempFile, WriteError> {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}.kvsync-"))
-        .suffix(".tmp")
-        .permissions(Permissions::from_mode(TEMP_MODE))
-        .tempfile_in(dir)
-        .map_err(werr(dest, "create a temp file next to the destination"))
-}
-
 /// Prepare a write; `Ok(None)` when nothing needs writing. A metadata-only
 /// change is fixed in place by [`Staged::commit`].
 pub fn stage(target: &Target, bytes: &[u8]) -> Result<Option<Staged>, WriteError> {
     let path = &target.path;
-    let (change, keep) = decide(target, bytes)?;
-    match change {
-        Change::Unchanged => return Ok(None),
-        Change::Metadata => {
-            return Ok(Some(Staged {
+    let dir = match Dir::open_parent(target, true)? {
+        Some(dir) => dir,
+        None => {
+            return Err(werr(parent_dir(path), "open the directory")(
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+    };
+    let decision = decide(&dir, target, bytes)?;
+    let owner = owner_for(target, decision.current.as_ref().map(|(_, m)| m));
+    match (decision.change, decision.current) {
+        (Change::Unchanged, _) => Ok(None),
+        (Change::Metadata, Some((file, meta))) => Ok(Some(Staged {
+            target: target.clone(),
+            change: Change::Metadata,
+            owner,
+            action: Action::Fix { dir, file, meta },
+        })),
+        (change, _) => {
+            let mut tmp = dir.create_temp(file_name(path)?)?;
+            // Owner and mode first: the secret never sits in a file owned
+            // by anyone but its final owner.
+            sys::set_meta(&tmp.file, owner, target.mode, path)?;
+            tmp.file
+                .write_all(bytes)
+                .map_err(werr(tmp.path(), "write the temp file"))?;
+            tmp.file
+                .sync_all()
+                .map_err(werr(tmp.path(), "fsync the temp file"))?;
+            Ok(Some(Staged {
                 target: target.clone(),
                 change,
-                action: Action::Fix,
-            }));
+                owner,
+                action: Action::Replace(tmp),
+            }))
         }
-        Change::Created | Change::Updated => {}
     }
-    create_parents(path, target.dir_mode)?;
-    let mut tmp = create_candidate(parent_dir(path), path)?;
-    tmp.write_all(bytes)
-        .map_err(werr(tmp.path(), "write the temp file"))?;
-    set_meta(tmp.as_file(), target, keep, path)?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(werr(tmp.path(), "fsync the temp file"))?;
-    Ok(Some(Staged {
-        target: target.clone(),
-        change,
-        action: Action::Replace(tmp),
-    }))
 }
 
 /// `stage` then `commit`.
@@ -403,6 +403,18 @@ pub fn apply(target: &Target, bytes: &[u8]) -> Result<Change, WriteError> {
     match stage(target, bytes)? {
         Some(staged) => staged.commit(),
         None => Ok(Change::Unchanged),
+    }
+}
+
+/// Remove temp files a killed run left next to `target` (regular files
+/// named `.NAME.kvsync-*.tmp` owned by kvsync's user); returns how many.
+/// A missing or unsafe directory sweeps nothing.
+pub fn sweep_stale_temps(target: &Target) -> usize {
+    match Dir::open_parent(target, false) {
+        Ok(Some(dir)) => file_name(&target.path)
+            .and_then(|n| dir.sweep_temps(n))
+            .unwrap_or(0),
+        _ => 0,
     }
 }
 

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use super::*;
-use std::os::unix::fs::MetadataExt;
+use std::fs::Permissions;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 fn target(path: &Path, mode: u32) -> Target {
     Target {
@@ -10,6 +11,7 @@ fn target(path: &Path, mode: u32) -> Target {
         uid: None,
         gid: None,
         dir_mode: 0o755,
+        follow_symlinks: false,
     }
 }
 
@@ -95,7 +97,10 @@ fn changed_file_is_replaced_with_a_new_inode() {
 fn candidate_is_created_0600_and_never_more_open_than_target() {
     let d = tempfile::tempdir().unwrap();
     let dest = d.path().join("secret");
-    let tmp = create_candidate(d.path(), &dest).unwrap();
+    let dir = Dir::open_parent(&target(&dest, 0o600), false)
+        .unwrap()
+        .unwrap();
+    let tmp = dir.create_temp(OsStr::new("secret")).unwrap();
     assert_eq!(mode_of(tmp.path()), 0o600);
     let name = tmp
         .path()
@@ -241,4 +246,145 @@ fn backup_restores_previous_state() {
     assert!(q.exists());
     backup.restore(0o755).unwrap();
     assert!(!q.exists());
+}
+
+#[test]
+fn symlinked_ancestor_is_refused_naming_the_component() {
+    let d = tempfile::tempdir().unwrap();
+    let elsewhere = d.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::create_dir(d.path().join("app")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, d.path().join("app/conf")).unwrap();
+    let p = d.path().join("app/conf/sub/f");
+    for result in [
+        plan(&target(&p, 0o600), b"x"),
+        apply(&target(&p, 0o600), b"x"),
+    ] {
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("app/conf: "), "{err}");
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(err.contains("follow_symlinks"), "{err}");
+    }
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+#[test]
+fn follow_symlinks_writes_through_the_link() {
+    let d = tempfile::tempdir().unwrap();
+    let real = d.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, d.path().join("link")).unwrap();
+    let mut t = target(&d.path().join("link/sub/f"), 0o600);
+    t.follow_symlinks = true;
+    assert_eq!(apply(&t, b"x").unwrap(), Change::Created);
+    assert_eq!(std::fs::read(real.join("sub/f")).unwrap(), b"x");
+}
+
+#[test]
+fn world_writable_ancestor_is_refused_unless_sticky_and_root_owned() {
+    let d = tempfile::tempdir().unwrap();
+    let open = d.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, Permissions::from_mode(0o777)).unwrap();
+    let err = apply(&target(&open.join("f"), 0o600), b"x")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("writable by every user"), "{err}");
+    assert!(err.contains("chmod o-w"), "{err}");
+    assert!(!open.join("f").exists());
+    if is_root() {
+        std::fs::set_permissions(&open, Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(
+            apply(&target(&open.join("f"), 0o600), b"x").unwrap(),
+            Change::Created
+        );
+    }
+}
+
+#[test]
+fn ancestor_owned_by_another_user_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: needs root to chown");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let theirs = d.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let p = theirs.join("f");
+    let err = apply(&target(&p, 0o600), b"x").unwrap_err().to_string();
+    assert!(err.contains("theirs: "), "{err}");
+    assert!(err.contains("uid 65534"), "{err}");
+    assert!(err.contains("chown root"), "{err}");
+    // Owned by the file's configured owner: trusted.
+    let mut t = target(&p, 0o600);
+    t.uid = Some(65534);
+    assert_eq!(apply(&t, b"x").unwrap(), Change::Created);
+}
+
+#[test]
+fn foreign_file_at_destination_lends_no_owner() {
+    if !is_root() {
+        eprintln!("skipped: needs root to chown");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("f");
+    std::fs::write(&p, b"").unwrap();
+    std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+    let staged = stage(&target(&p, 0o600), b"secret").unwrap().unwrap();
+    let m = std::fs::metadata(staged.candidate_path()).unwrap();
+    assert_eq!((m.uid(), m.gid()), (0, 0));
+    staged.commit().unwrap();
+    let m = std::fs::metadata(&p).unwrap();
+    assert_eq!((m.uid(), m.gid()), (0, 0));
+    // Same bytes but a foreign owner (hard-linked-free, single inode): the
+    // owner is fixed to kvsync's.
+    std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+    let mut other = d.path().join("g");
+    std::fs::write(&other, b"secret").unwrap();
+    std::os::unix::fs::chown(&other, Some(65534), Some(65534)).unwrap();
+    std::fs::rename(&other, &p).unwrap();
+    other = p.clone();
+    assert_eq!(
+        plan(&target(&other, 0o600), b"secret").unwrap(),
+        Change::Metadata
+    );
+    apply(&target(&other, 0o600), b"secret").unwrap();
+    assert_eq!(std::fs::metadata(&p).unwrap().uid(), 0);
+}
+
+#[test]
+fn hard_linked_destination_is_replaced_not_modified() {
+    let d = tempfile::tempdir().unwrap();
+    let victim = d.path().join("victim");
+    std::fs::write(&victim, b"same").unwrap();
+    std::fs::set_permissions(&victim, Permissions::from_mode(0o644)).unwrap();
+    let p = d.path().join("f");
+    std::fs::hard_link(&victim, &p).unwrap();
+    assert_eq!(apply(&target(&p, 0o600), b"same").unwrap(), Change::Updated);
+    assert_eq!(mode_of(&victim), 0o644);
+    assert_eq!(mode_of(&p), 0o600);
+}
+
+#[test]
+fn stale_temp_files_are_swept() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("f");
+    std::fs::write(d.path().join(".f.kvsync-abc123.tmp"), b"old").unwrap();
+    std::fs::write(d.path().join(".g.kvsync-abc123.tmp"), b"other").unwrap();
+    assert_eq!(sweep_stale_temps(&target(&p, 0o600)), 1);
+    assert_eq!(
+        temp_files(d.path()),
+        vec![".g.kvsync-abc123.tmp".to_owned()]
+    );
+}
+
+#[test]
+fn fifo_at_destination_does_not_block_and_is_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("f");
+    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    assert_eq!(apply(&target(&p, 0o600), b"x").unwrap(), Change::Updated);
+    assert_eq!(std::fs::read(&p).unwrap(), b"x");
 }

@@ -430,9 +430,16 @@ async fn healthz_is_503_with_the_reason_when_rounds_fail() {
     agent.round().await;
     let (status, body) = http_get(port, "/healthz").await;
     assert_eq!(status, 503, "{body}");
+    // The public answer names failure kinds only; the details (secret
+    // names) are for loopback clients asking for them.
+    assert!(body.contains("vault"), "the reason names the kind: {body}");
+    let answer = body.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(!answer.contains("plain"), "no secret names: {body}");
+    let (status, body) = http_get(port, "/healthz?verbose").await;
+    assert_eq!(status, 503, "{body}");
     assert!(
         body.contains("plain"),
-        "the reason names the secret: {body}"
+        "the verbose reason names the secret: {body}"
     );
     agent.terminate().await;
 }

