@@ -80,6 +80,9 @@ done
 if [ "${KVSYNC_SKIP_WINDOWS:-0}" != 1 ]; then
   step "scripts/test-windows.sh"
   ./scripts/test-windows.sh
+  # [[store]] (issue 12): kvsync.exe, the shim and the emulator are built.
+  step "scripts/test-windows-store.sh"
+  KVSYNC_SKIP_BUILD=1 ./scripts/test-windows-store.sh
 fi
 
 step "All tests passed"

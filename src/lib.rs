@@ -70,6 +70,7 @@ pub(crate) mod logging;
 pub mod platform;
 pub mod render;
 pub mod secret;
+pub mod store;
 pub(crate) mod sync;
 pub(crate) mod time;
 pub mod vault;

@@ -124,4 +124,9 @@ fn print_plan(outcome: &Outcome) {
         };
         let _ = writeln!(out, "{verb}: {}", file.path.display());
     }
+    for store in &outcome.stores {
+        for line in store.plan_lines() {
+            let _ = writeln!(out, "{line}");
+        }
+    }
 }

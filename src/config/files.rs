@@ -137,6 +137,37 @@ fn check_hook_timeout_groups(files: &[(&RawFileEntry, FileSpec)], p: &mut Proble
     }
 }
 
+/// A hook value (`on_change`, `verify`): a string (run by the platform
+/// shell) or a non-empty array of strings (argv, no shell). Empty strings
+/// are errors (omitting the key means `absent`).
+pub(super) fn hook_value(v: &toml::Value, absent: &str) -> Result<Hook, String> {
+    match v {
+        toml::Value::String(s) if s.trim().is_empty() => Err(format!(
+            "expected a command, found an empty string (omit the key for {absent})"
+        )),
+        toml::Value::String(s) => Ok(Hook::shell(s.clone())),
+        toml::Value::Array(items) => {
+            let argv: Option<Vec<String>> = items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect();
+            match argv {
+                None => {
+                    Err("expected an array of strings (program, then its arguments)".to_owned())
+                }
+                Some(a) if a.first().is_none_or(|prog| prog.trim().is_empty()) => Err(format!(
+                    "expected a program as the first element, found an empty array or name (omit the key for {absent})"
+                )),
+                Some(a) => Ok(Hook::argv(a)),
+            }
+        }
+        other => Err(format!(
+            "expected a command string or an array of strings, found {}",
+            other.type_str()
+        )),
+    }
+}
+
 struct FileCx<'a> {
     key: String,
     entry: &'a RawFileEntry,
@@ -158,31 +189,7 @@ impl FileCx<'_> {
         p: &mut Problems,
     ) -> Option<Hook> {
         let v = v.as_ref()?;
-        let hook = match v.get_ref() {
-            toml::Value::String(s) if s.trim().is_empty() => Err(format!(
-                "expected a command, found an empty string (omit the key for {absent})"
-            )),
-            toml::Value::String(s) => Ok(Hook::shell(s.clone())),
-            toml::Value::Array(items) => {
-                let argv: Option<Vec<String>> = items
-                    .iter()
-                    .map(|i| i.as_str().map(str::to_owned))
-                    .collect();
-                match argv {
-                    None => {
-                        Err("expected an array of strings (program, then its arguments)".to_owned())
-                    }
-                    Some(a) if a.first().is_none_or(|prog| prog.trim().is_empty()) => Err(format!(
-                        "expected a program as the first element, found an empty array or name (omit the key for {absent})"
-                    )),
-                    Some(a) => Ok(Hook::argv(a)),
-                }
-            }
-            other => Err(format!(
-                "expected a command string or an array of strings, found {}",
-                other.type_str()
-            )),
-        };
+        let hook = hook_value(v.get_ref(), absent);
         match hook {
             Ok(h) => Some(h.with_timeout(timeout)),
             Err(msg) => {

@@ -8,6 +8,7 @@ mod files;
 pub mod raw;
 mod resolve;
 mod selections;
+mod store;
 mod summary;
 pub mod trust;
 mod vault_ref;
@@ -83,6 +84,9 @@ pub struct Config {
     /// `[env]`: variable name → template, in file order (`kvsync exec`).
     pub env: Vec<EnvVar>,
     pub exec: ExecConfig,
+    /// `[[store]]`: Windows certificate store targets (always empty on Unix,
+    /// where the table is a config error).
+    pub stores: Vec<StoreSpec>,
 }
 
 /// One `[env]` entry: rendered like a file, added to the child's environment.
@@ -363,6 +367,57 @@ pub struct FileSpec {
     pub follow_symlinks: bool,
     /// `secret = alias` with `format = "raw"`: write the decoded bytes.
     pub decode: Option<Decode>,
+}
+
+/// Default `[[store]] keep`: the current version and the one before it (a
+/// rollback target while clients still hold the old one).
+pub const DEFAULT_STORE_KEEP: usize = 2;
+
+/// Which registry hive a certificate store lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreLocation {
+    LocalMachine,
+    CurrentUser,
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::LocalMachine => "LocalMachine",
+            Self::CurrentUser => "CurrentUser",
+        })
+    }
+}
+
+/// One `[[store]]`: a certificate secret kept in a Windows certificate store
+/// (`crate::store`).
+#[derive(Clone, Debug)]
+pub struct StoreSpec {
+    /// Alias of a `type = "certificate"` secret.
+    pub alias: String,
+    pub location: StoreLocation,
+    /// Store name (`My`, `WebHosting`, ...); never `Root`.
+    pub name: String,
+    /// Accounts (names or SID strings) granted read access to the key.
+    pub accounts: Vec<String>,
+    /// Versions of this certificate kept in the store (>= 1).
+    pub keep: usize,
+    /// Import the key as exportable (default: not).
+    pub exportable: bool,
+    /// Friendly name; default `kvsync <alias> <notAfter>`.
+    pub friendly_name: Option<String>,
+    /// Run once when a new version was added; `KVSYNC_CHANGED` is its
+    /// thumbprint.
+    pub on_change: Option<crate::hooks::Hook>,
+    /// Update http.sys SSL bindings of superseded versions in place.
+    pub rebind: bool,
+}
+
+impl StoreSpec {
+    /// `LocalMachine\My` form, for logs and messages.
+    pub fn label(&self) -> String {
+        format!("{}\\{}", self.location, self.name)
+    }
 }
 
 /// One problem in a config file.

@@ -26,6 +26,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "file",
     "env",
     "exec",
+    "store",
 ];
 
 /// One problem found while loading, before it is turned into a
@@ -186,6 +187,30 @@ pub struct RawFile {
     pub ccs: Option<Spanned<bool>>,
 }
 
+/// One `[[store]]` table (Windows certificate store target, `crate::store`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub secret: Option<Spanned<String>>,
+    pub location: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+    pub accounts: Option<Spanned<Vec<String>>>,
+    pub keep: Option<Spanned<i64>>,
+    pub exportable: Option<Spanned<bool>>,
+    pub friendly_name: Option<Spanned<String>>,
+    /// A string (shell) or an array of strings (argv).
+    pub on_change: Option<Spanned<toml::Value>>,
+    pub rebind: Option<Spanned<bool>>,
+}
+
+/// One `[[store]]` with its position in the array and its table's span.
+#[derive(Debug)]
+pub struct RawStoreEntry {
+    pub index: usize,
+    pub span: Range<usize>,
+    pub store: RawStore,
+}
+
 /// A secret alias with the span of its key.
 #[derive(Debug)]
 pub struct RawAlias {
@@ -220,6 +245,7 @@ pub struct RawConfig {
     /// Every declared selection alias (even if its entry failed).
     pub declared_selections: Vec<String>,
     pub files: Vec<RawFileEntry>,
+    pub stores: Vec<RawStoreEntry>,
 }
 
 /// Parse `text` into a [`RawConfig`], collecting every problem.
@@ -254,6 +280,7 @@ pub fn parse(text: &str) -> (RawConfig, Vec<Problem>) {
             "secrets" => cx.secrets(value, &mut raw),
             "selections" => cx.selections(value, &mut raw),
             "file" => cx.files(value, &mut raw),
+            "store" => cx.stores(value, &mut raw),
             other => problems.push(Problem::new(
                 Some(key.span()),
                 other,
@@ -480,6 +507,40 @@ impl<'i> Cx<'_, 'i> {
     }
 }
 
+impl<'i> Cx<'_, 'i> {
+    fn stores(&mut self, value: &Spanned<DeValue<'i>>, raw: &mut RawConfig) {
+        let Some(array) = value.get_ref().as_array() else {
+            self.problems.push(Problem::new(
+                Some(value.span()),
+                "store",
+                "expected an array of tables ([[store]] sections)",
+            ));
+            return;
+        };
+        for (index, entry) in array.iter().enumerate() {
+            let key = format!("store[{index}]");
+            if !entry.get_ref().is_table() {
+                self.problems.push(Problem::new(
+                    Some(entry.span()),
+                    key,
+                    format!(
+                        "expected a table ([[store]]), found {}",
+                        entry.get_ref().type_str()
+                    ),
+                ));
+                continue;
+            }
+            if let Some(store) = self.de::<RawStore>(entry, &key) {
+                raw.stores.push(RawStoreEntry {
+                    index,
+                    span: entry.span(),
+                    store,
+                });
+            }
+        }
+    }
+}
+
 /// serde's derive names the Rust type in some messages; say "table" instead.
 fn serde_message(message: &str) -> String {
     let mut m = message.trim().to_owned();
@@ -491,6 +552,7 @@ fn serde_message(message: &str) -> String {
         "RawSecretTable",
         "RawSelection",
         "RawFile",
+        "RawStore",
     ] {
         m = m.replace(&format!("struct {ty}"), "a table");
     }

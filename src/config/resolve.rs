@@ -72,6 +72,7 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         super::files::resolve_files(&raw, &agent, &base_dir, &secrets, &selections, p);
     let env = env(&raw.env, p);
     let exec = exec(&raw.exec, p);
+    let stores = super::store::resolve_stores(&raw, &secrets, p);
     if !p.0.is_empty() {
         return None;
     }
@@ -100,6 +101,7 @@ pub fn resolve(raw: RawConfig, source: &Path, p: &mut Problems) -> Option<Config
         secrets,
         selections,
         files,
+        stores,
         env,
         exec,
         fanouts,

@@ -104,6 +104,25 @@ fn write_summary(out: &mut String, c: &Config) -> std::fmt::Result {
             None => writeln!(out)?,
         }
     }
+    if !c.stores.is_empty() {
+        writeln!(out, "stores ({}):", c.stores.len())?;
+    }
+    for s in &c.stores {
+        writeln!(
+            out,
+            "  {} <- certificate {}, keep {}, exportable {}, rebind {}, accounts [{}]{}",
+            s.label(),
+            s.alias,
+            s.keep,
+            s.exportable,
+            s.rebind,
+            s.accounts.join(", "),
+            s.on_change
+                .as_ref()
+                .map(|h| format!(", on_change: {h}"))
+                .unwrap_or_default()
+        )?;
+    }
     Ok(())
 }
 

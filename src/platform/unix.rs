@@ -211,3 +211,15 @@ pub fn service_run(
 /// Variables of the system a hook needs beyond `hooks::HOOK_ENV_KEPT`:
 /// none on Unix.
 pub const HOOK_ENV_SYSTEM: &[&str] = &[];
+/// `[[store]]` is the Windows certificate store; the config already
+/// rejects it here, so this is reached only by a config built in code.
+pub fn store_sync(
+    spec: &crate::config::StoreSpec,
+    _material: &crate::certs::CertMaterial,
+    _dry_run: bool,
+) -> Result<crate::store::StoreReport, String> {
+    Err(format!(
+        "{}: [[store]] needs Windows (the certificate store); use [[file]] here",
+        spec.label()
+    ))
+}

@@ -10,6 +10,7 @@ use crate::certs::CertError;
 use crate::hooks::HookError;
 use crate::identity::IdentityError;
 use crate::render::RenderError;
+use crate::store::StoreError;
 use crate::vault::{VaultError, VaultUrlError};
 use crate::write::WriteError;
 
@@ -106,6 +107,9 @@ pub enum SyncError {
     Write(#[from] WriteError),
     #[error("{0}")]
     Hook(HookError),
+    /// A `[[store]]` step (Windows certificate store, http.sys).
+    #[error("{0}")]
+    Store(StoreError),
     #[error("sync did not finish within the deadline of {}", humantime::format_duration(*.0))]
     Deadline(Duration),
     /// A failure that kept the other members of a hook group from being
@@ -136,7 +140,7 @@ impl SyncError {
             SyncError::Certificate { .. } => FailureKind::Certificate,
             SyncError::Render(_) => FailureKind::Render,
             SyncError::Verify { .. } => FailureKind::Verify,
-            SyncError::Write(_) => FailureKind::Write,
+            SyncError::Write(_) | SyncError::Store(_) => FailureKind::Write,
             SyncError::Hook(_) => FailureKind::Hook,
             SyncError::Deadline(_) => FailureKind::Deadline,
             SyncError::Group { error, .. } => error.kind(),
@@ -158,7 +162,8 @@ impl SyncError {
             SyncError::VaultUrl { .. }
             | SyncError::Render(_)
             | SyncError::Verify { .. }
-            | SyncError::Write(_) => false,
+            | SyncError::Write(_)
+            | SyncError::Store(_) => false,
         }
     }
 

@@ -29,10 +29,12 @@ use super::Engine;
 use super::changes::ChangeCache;
 use super::failure::SyncError;
 use super::stage::{self, Backups, StagedFile};
+use crate::certs::CertMaterial;
 use crate::config::Config;
 use crate::hooks::{self, Hook};
 use crate::render;
 use crate::secret::SecretBytes;
+use crate::store::StoreReport;
 use crate::write::{self, Change};
 
 /// What a failure before the first write costs.
@@ -132,7 +134,8 @@ fn hook_order(config: &Config) -> Vec<&Hook> {
     let mut out: Vec<&Hook> = Vec::new();
     let commands = config.files.iter().map(|f| f.on_change.as_ref());
     let fanouts = config.fanouts.iter().map(|f| f.on_change.as_ref());
-    for c in commands.chain(fanouts).flatten() {
+    let stores = config.stores.iter().map(|s| s.on_change.as_ref());
+    for c in commands.chain(fanouts).chain(stores).flatten() {
         if !out.contains(&c) {
             out.push(c);
         }
@@ -190,6 +193,8 @@ pub struct Outcome {
     /// The rendered `[env]` (`kvsync exec`), when the config has one and
     /// it rendered this round. Secret: never log it.
     pub env: Option<crate::exec::EnvValues>,
+    /// What each `[[store]]` did (or, in a dry run, would do).
+    pub stores: Vec<StoreReport>,
 }
 
 impl Outcome {
@@ -258,6 +263,8 @@ struct Prepared {
     /// Staged (or, in a plan, rendered) groups ready to commit.
     ready: Vec<(HookGroup, Vec<StagedFile>)>,
     planned: Vec<FileOutcome>,
+    /// `[[store]]` indexes with their certificate, for the store step.
+    stores: Vec<(usize, CertMaterial)>,
     /// Fan-out directories rendered this round ([`crate::fanout`]).
     fanouts: Vec<crate::fanout::Plan>,
 }
@@ -310,21 +317,23 @@ impl Engine {
         let Some(prepared) = prepared else {
             return outcome;
         };
+        let Prepared {
+            ready,
+            planned,
+            fanouts,
+            stores,
+        } = prepared;
         if options.scope != Scope::Write {
-            outcome.files = prepared.planned;
+            outcome.files = planned;
+            self.sync_stores(&stores, true, state, &mut outcome);
             return outcome;
         }
         let mut backups = Backups::new();
-        self.commit(
-            prepared.ready,
-            options.policy,
-            state,
-            &mut backups,
-            &mut outcome,
-        );
+        self.commit(ready, options.policy, state, &mut backups, &mut outcome);
         // All or nothing: a failed commit stops the round's writes here.
         if options.policy == Policy::PerGroup || outcome.failures.is_empty() {
-            self.write_fanouts(&prepared.fanouts, state, &mut outcome);
+            self.write_fanouts(&fanouts, state, &mut outcome);
+            self.sync_stores(&stores, false, state, &mut outcome);
         }
         self.run_hooks(state, &mut backups, &mut outcome).await;
         outcome
@@ -400,6 +409,13 @@ impl Engine {
         for (index, bytes) in order.into_iter().zip(rendered) {
             by_file[index] = bytes;
         }
+        let stores: Vec<(usize, CertMaterial)> = self
+            .config()
+            .stores
+            .iter()
+            .enumerate()
+            .filter_map(|(i, spec)| ctx.certs.get(&spec.alias).map(|c| (i, c.clone())))
+            .collect();
         if options.scope == Scope::Plan {
             let mut planned = self.plan(&by_file, outcome);
             planned.extend(self.plan_fanouts(&fanouts, outcome));
@@ -407,6 +423,7 @@ impl Engine {
                 ready: Vec::new(),
                 planned,
                 fanouts: Vec::new(),
+                stores,
             });
         }
         let ok_groups: Vec<(usize, HookGroup)> = groups
@@ -453,6 +470,7 @@ impl Engine {
             ready,
             planned: Vec::new(),
             fanouts,
+            stores,
         })
     }
 
@@ -613,6 +631,49 @@ impl Engine {
         }
         if let Err(e) = stage::sync_dirs(&unsynced) {
             outcome.failures.push(SyncError::Write(e));
+        }
+    }
+
+    /// The `[[store]]` step (after the files, before the hooks): each
+    /// store brought in step with its certificate; a store that added a
+    /// version queues its hook with `KVSYNC_CHANGED` = the new thumbprint.
+    fn sync_stores(
+        &self,
+        stores: &[(usize, CertMaterial)],
+        dry_run: bool,
+        state: &mut RoundState,
+        outcome: &mut Outcome,
+    ) {
+        for (index, material) in stores {
+            let spec = &self.config().stores[*index];
+            match crate::store::sync(spec, material, dry_run) {
+                Ok(report) => {
+                    if !dry_run && report.changed() {
+                        tracing::info!(
+                            store = %report.store,
+                            alias = %report.alias,
+                            thumbprint = %report.thumbprint,
+                            added = report.added,
+                            intermediates = ?report.intermediates,
+                            linked = ?report.linked,
+                            rebound = ?report.rebound,
+                            removed = ?report.removed,
+                            kept_bound = ?report.kept_bound,
+                            "certificate store updated"
+                        );
+                    } else if !dry_run {
+                        tracing::debug!(store = %report.store, thumbprint = %report.thumbprint, "certificate store unchanged");
+                    }
+                    if let (false, true, Some(hook)) = (dry_run, report.added, &spec.on_change) {
+                        state.hooks.push(hook, [PathBuf::from(&report.thumbprint)]);
+                    }
+                    outcome.stores.push(report);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "certificate store step failed");
+                    outcome.failures.push(SyncError::Store(e));
+                }
+            }
         }
     }
 

@@ -84,3 +84,37 @@ fn postgresql_recipe_pgpass_is_owner_only_and_escaped() {
     let text = std::fs::read_to_string(t).unwrap();
     assert!(text.contains("127.0.0.1:5432:appdb:app:{{ secrets.db_password | pgpass_escape }}"));
 }
+
+/// Issue 12: `[[store]]` is Windows-only. On Unix, `kvsync check` of the IIS
+/// store recipe exits 2 with exactly one diagnostic, naming `store[0]` and
+/// the line of its table; everything else in the recipe is valid.
+#[test]
+#[cfg(unix)]
+fn check_rejects_store_on_unix_naming_key_and_line() {
+    let path = recipe("deploy/windows/iis-store.toml");
+    let text = std::fs::read_to_string(&path).expect("read recipe");
+    let line = text
+        .lines()
+        .position(|l| l.trim() == "[[store]]")
+        .expect("a [[store]] table")
+        + 1;
+    let o = check(&path);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let diags: Vec<&str> = err.lines().filter(|l| l.contains(": store[")).collect();
+    assert_eq!(diags.len(), 1, "{err}");
+    assert!(
+        diags[0].contains(&format!("iis-store.toml:{line}:")),
+        "want line {line}: {err}"
+    );
+    assert!(
+        diags[0].contains(
+            ": store[0]: [[store]] (the Windows certificate store) is a Windows-only key"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains(": file[") && !err.contains(": secrets."),
+        "{err}"
+    );
+}

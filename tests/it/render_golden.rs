@@ -89,6 +89,7 @@ fn config(files: Vec<FileSpec>, secrets: &[(&str, SecretKind)]) -> Config {
             .collect(),
         selections: Default::default(),
         files,
+        stores: Vec::new(),
         env: Vec::new(),
         exec: kvsync::config::ExecConfig::default(),
         fanouts: Vec::new(),

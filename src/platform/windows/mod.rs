@@ -5,8 +5,11 @@
 //! reader.)
 #![allow(unsafe_code)]
 
+pub mod certstore;
 pub mod challenge;
 pub mod eventlog;
+pub mod httpsys;
+pub mod keyacl;
 pub mod security;
 pub mod service;
 
@@ -22,6 +25,8 @@ use windows_sys::Win32::System::JobObjects::{
 
 use crate::agent::Triggers;
 use crate::env::Env;
+
+pub use certstore::store_sync;
 
 /// Config file below `%ProgramData%`.
 pub const CONFIG_SUBPATH: &str = r"kvsync\kvsync.toml";
