@@ -160,7 +160,7 @@ pub async fn run_with(
             match agent.wait(d, &mut triggers).await {
                 Wake::Timer | Wake::OnDemand => {}
                 Wake::Reload(why) => agent.reload(why),
-                Wake::Stop => break agent.stop_child().await,
+                Wake::Stop => break agent.stop_child(&mut triggers.stop).await,
                 Wake::ChildExited(code) => break code,
             }
         }
@@ -190,7 +190,7 @@ pub async fn run_with(
             tracing::error!(error = %e, "cannot restart or signal the child");
         }
         if outcome.interrupted || *triggers.stop.borrow() {
-            break agent.stop_child().await;
+            break agent.stop_child(&mut triggers.stop).await;
         }
     };
     agent.notifier.stopping();
@@ -220,9 +220,10 @@ impl Agent {
 
     /// The agent stops: a supervised child gets the stop signal and is
     /// waited for (its status is the exit code); otherwise exit 0.
-    async fn stop_child(&mut self) -> u8 {
+    /// Further stop signals (`stop`) are forwarded to the child too.
+    async fn stop_child(&mut self, stop: &mut tokio_watch::Receiver<bool>) -> u8 {
         match self.exec.as_mut() {
-            Some(exec) => exec.stop().await,
+            Some(exec) => exec.stop(stop).await,
             None => app::EXIT_OK,
         }
     }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 use crate::config::{ExecConfig, OnChange};
 
@@ -217,15 +218,38 @@ impl Supervisor {
     }
 
     /// kvsync was asked to stop: forward the stop signal to the child and
-    /// wait for it to exit; returns the exit code. A child that ignores the
-    /// signal is waited for: the supervisor of kvsync (container runtime,
-    /// systemd) owns the final kill, as it would without kvsync.
-    pub async fn stop(&mut self) -> u8 {
-        let signal = self.stop_signal.get();
+    /// wait for it to exit; returns the exit code. Every further
+    /// SIGTERM/SIGINT to kvsync while it waits (`stop` changes) is forwarded
+    /// too: a child may miss or defer the first one (`sh -c` catches a
+    /// SIGINT that arrives before it forked its command and acts on it only
+    /// when that command ends), and an operator's second Ctrl-C must reach
+    /// it. A child that ignores the signals is waited for: the supervisor of
+    /// kvsync (container runtime, systemd) owns the final kill, as it would
+    /// without kvsync.
+    pub async fn stop(&mut self, stop: &mut watch::Receiver<bool>) -> u8 {
         let Some(pid) = self.pid() else {
-            return signals::stopped_exit_code(signal);
+            return signals::stopped_exit_code(self.stop_signal.get());
         };
-        match signal {
+        // The signal that brought us here is forwarded now, not again.
+        stop.mark_unchanged();
+        self.forward_stop(pid);
+        // Bounded: each pass forwards one signal kvsync received or ends.
+        loop {
+            tokio::select! {
+                code = self.exited() => return code,
+                changed = stop.changed() => match changed {
+                    Ok(()) => self.forward_stop(pid),
+                    // No more signals can come: just wait.
+                    Err(_) => return self.exited().await,
+                },
+            }
+        }
+    }
+
+    /// Forward the stop signal kvsync received last (or, with none
+    /// recorded, ask the child to stop).
+    fn forward_stop(&mut self, pid: u32) {
+        match self.stop_signal.get() {
             Some(s) => {
                 tracing::info!(pid, signal = s, "forwarding stop signal to the child");
                 if let Err(e) = signals::forward(pid, self.group, s) {
@@ -240,7 +264,6 @@ impl Supervisor {
                 }
             }
         }
-        self.exited().await
     }
 
     /// The stop timeout in force (for tests and logs).

@@ -72,6 +72,36 @@ fn pid_of(line: &str) -> u32 {
         .unwrap_or_else(|| panic!("no pid in {line}"))
 }
 
+/// Poll (bounded) until a child of `parent` runs `command` (its
+/// /proc/PID/cmdline, arguments split on spaces), or `parent` itself does
+/// (a shell that execs its last command).
+async fn wait_for_child_command(parent: u32, command: &str) {
+    let want: Vec<u8> = command
+        .split(' ')
+        .flat_map(|w| [w.as_bytes(), b"\0"].concat())
+        .collect();
+    let deadline = Instant::now() + SECS_60;
+    loop {
+        let found = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            // /proc/PID/stat after the parenthesised name: state, ppid.
+            let ppid = std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                });
+            let pid = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok());
+            (ppid == Some(parent) || pid == Some(parent))
+                && std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want)
+        });
+        if found {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{parent} never ran {command:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn environ(pid: u32) -> Vec<u8> {
     std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default()
 }
@@ -244,10 +274,42 @@ async fn sigint_stops_a_child_and_a_missing_command_is_127() {
     assert_eq!(code, Some(127));
 
     let mut kv = spawn_exec(&h, &config, "sleep 1000", &[]);
-    kv.wait_for("child started", SECS_60).await;
+    let shell = pid_of(&kv.wait_for("child started", SECS_60).await);
+    // sh catches a SIGINT that arrives before it forked `sleep` and acts on
+    // it only when `sleep` ends: signal once `sleep` runs in the group.
+    wait_for_child_command(shell, "sleep 1000").await;
     kv.signal(Signal::SIGINT);
-    let (code, _) = kv.terminate_after_signal().await;
-    assert_eq!(code, Some(130), "sleep killed by the forwarded SIGINT");
+    let (code, log) = kv.terminate_after_signal().await;
+    assert_eq!(
+        code,
+        Some(130),
+        "sleep killed by the forwarded SIGINT\n{}",
+        log.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stop_signal_is_forwarded_while_the_child_stops() {
+    let h = Harness::new().await;
+    h.emu.set_secret("db-password", CANARY_1);
+    let config = exec_config(&h, "");
+    let ints = h.path("ints");
+    // The first SIGINT only counts; the second ends the child with 9.
+    let script = format!(
+        r#"n=0; trap 'n=$((n+1)); echo $n > {ints}; [ $n -ge 2 ] && exit 9' INT; echo ready > ready; while :; do sleep 0.05; done"#,
+        ints = ints.display()
+    );
+    let mut kv = spawn_exec(&h, &config, &script, &[]);
+    kv.wait_for("child started", SECS_60).await;
+    wait_for_file(&h.path("ready"), "ready").await;
+    kv.signal(Signal::SIGINT);
+    wait_for_file(&ints, "1").await;
+    kv.wait_for("forwarding stop signal", SECS_60).await;
+    // An operator's second Ctrl-C reaches the child too.
+    kv.signal(Signal::SIGINT);
+    let (code, log) = kv.terminate_after_signal().await;
+    assert_eq!(read(&ints).trim(), "2", "the child got both SIGINTs");
+    assert_eq!(code, Some(9), "{}", log.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
