@@ -17,6 +17,12 @@
 #  4. `keep = 2` exceeded: the oldest is gone;
 #  5. `--dry-run` names the thumbprints it would add/remove and changes
 #     nothing.
+#  6. IIS Centralized Certificate Store output (`[[file]] ccs = true`, item 3):
+#     a certificate with SANs a.example, b.example, *.example gives
+#     a.example.pfx, b.example.pfx, _.example.pfx in a C:\ directory, each
+#     opened by `openssl pkcs12` with the CCS password and holding the leaf
+#     (serial equal) and its key; a rotation that drops b.example removes
+#     b.example.pfx and leaves a foreign file untouched.
 # What Wine cannot prove (the key's DACL, http.sys bindings) is covered by
 # unit tests of the structures kvsync builds (src/store/*, and under Wine
 # src/platform/windows/{keyacl,httpsys}.rs tests); see deploy/windows/README.md.
@@ -185,6 +191,49 @@ kv once
 [ "$(prop "$T2" 64)" = "$T3" ] || fail "renewal property of $T2 is '$(prop "$T2" 64)', want $T3"
 [ "$(hooklog | tr '\n' ' ')" = "$T1 $T2 $T3 " ] || fail "hook log '$(hooklog)'"
 echo "ok: $T1 removed, My={$T2,$T3}, hooks $T1 $T2 $T3"
+
+step "CCS: one PFX per DNS name under Wine; a dropped name's file removed, a foreign file kept"
+ccs_issue() {
+  curl -fsS -X POST -H 'content-type: application/json' -d "{\"subject\":\"a.example\",\"sans\":$1}" "$HIMDS/admin/certificates/ccs" | jq -r .serial | tr a-f A-F
+}
+S1=$(ccs_issue '["a.example","b.example","*.example"]')
+echo "issued ccs v1: serial $S1"
+curl -fsS -X PUT --data-binary 'Pa55-ccs' "$HIMDS/admin/secrets/ccs-password" >/dev/null
+CCS_DIR=$C/kvsync-out/ccs
+mkdir -p "$CCS_DIR"
+echo foreign > "$CCS_DIR/foreign.txt"
+CCS_CONF=$C/ProgramData/kvsync/ccs.toml
+sed -n '1,/^\[secrets\]/p' "$CONF" > "$CCS_CONF"
+cat >> "$CCS_CONF" <<'TOML'
+ccs = { name = "ccs", type = "certificate" }
+ccs_password = "ccs-password"
+
+[[file]]
+secret = "ccs"
+format = "pfx"
+ccs = true
+path = 'C:\kvsync-out\ccs'
+pfx_password = "ccs_password"
+TOML
+serial_of() { openssl pkcs12 -in "$1" -passin pass:Pa55-ccs -nokeys -clcerts 2>/dev/null | openssl x509 -noout -serial | cut -d= -f2; }
+check_pfx() {
+  local f=$CCS_DIR/$1
+  [ -f "$f" ] || fail "$1 missing in the CCS directory ($(ls -A "$CCS_DIR" | tr '\n' ' '))"
+  openssl pkcs12 -in "$f" -passin pass:Pa55-ccs -nodes 2>/dev/null | grep -q 'PRIVATE KEY' || fail "$1 holds no key (or the password does not open it)"
+  [ "$(serial_of "$f")" = "$2" ] || fail "$1 serial $(serial_of "$f"), want $2"
+}
+kv once -c 'C:\ProgramData\kvsync\ccs.toml'
+[ "$LAST_RC" = 0 ] || { show_last; fail "ccs once exit $LAST_RC"; }
+for n in a.example.pfx b.example.pfx _.example.pfx; do check_pfx "$n" "$S1"; done
+echo "ok: $(ls -A "$CCS_DIR" | tr '\n' ' ')— each opened with the CCS password, key present, serial $S1 (the emulator's)"
+S2=$(ccs_issue '["a.example","*.example"]')
+kv once -c 'C:\ProgramData\kvsync\ccs.toml'
+[ "$LAST_RC" = 0 ] || { show_last; fail "ccs rotation exit $LAST_RC"; }
+[ ! -e "$CCS_DIR/b.example.pfx" ] || fail "b.example.pfx was not removed"
+[ "$(cat "$CCS_DIR/foreign.txt")" = foreign ] || fail "the foreign file was touched"
+[ "$S2" != "$S1" ] || fail "the emulator issued the same serial twice"
+for n in a.example.pfx _.example.pfx; do check_pfx "$n" "$S2"; done
+echo "ok: rotation to serial $S2 removed b.example.pfx, kept foreign.txt"
 
 echo
 echo "windows-store: all checks passed"
