@@ -246,8 +246,16 @@ cat "$WORK/last.out" "$WORK/last.err"
 if "$WINE" reg query "$KEY" >/dev/null 2>&1; then fail "$KEY still present after uninstall"; fi
 echo "ok: $KEY present after install, gone after uninstall"
 
-step "platform unit tests for Windows under Wine"
-KVSYNC_WIN_TEST_FILTER=platform:: ./scripts/build-windows.sh test
+# The library's unit tests built for Windows and run under Wine (ACL
+# construction/read-back, challenge path checks, replace-with-retry, key
+# descriptors, http.sys structures). Opt-in: the test build recompiles std
+# and every dependency for the test harness (~15 min on 2 cores), which would
+# push CI past its 40-minute budget; the same logic's pure parts run on
+# Linux in `cargo test`. KVSYNC_WIN_UNIT_TESTS=1 runs them.
+if [ "${KVSYNC_WIN_UNIT_TESTS:-0}" = 1 ]; then
+  step "platform unit tests for Windows under Wine"
+  KVSYNC_WIN_TEST_FILTER="platform:: store:: keyacl httpsys" ./scripts/build-windows.sh test
+fi
 
 step "MSI and zip"
 ./scripts/package-windows.sh
