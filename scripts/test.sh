@@ -74,7 +74,7 @@ for extra in .ci/deb-test .ci/k8s-validate .ci/deploy-lint .ci/caps-test; do
 done
 
 # Windows (issue 11): kvsync.exe built with Debian's Rust + MinGW, tested
-# under Wine against the emulator, platform unit tests under Wine, MSI and
+# under Wine against the emulator (Windows unit tests opt-in), MSI and
 # zip packaging checked with msiinfo. Installs its packages when missing.
 # The build caches in target/windows-build (keep it between CI runs).
 if [ "${KVSYNC_SKIP_WINDOWS:-0}" != 1 ]; then
