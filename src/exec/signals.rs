@@ -33,6 +33,8 @@ impl StopSignal {
         }
     }
 
+    // Only the Unix signal task records which stop signal arrived.
+    #[cfg_attr(not(unix), allow(dead_code))]
     fn set(&self, signal: i32) {
         self.0.store(signal, Ordering::SeqCst);
     }

@@ -93,6 +93,7 @@ pub fn parse_addr(s: &str) -> Option<SocketAddr> {
 /// The users whose listeners may receive the challenge key: root and the
 /// Arc agent's user (`name`, default `himds`) when it exists.
 pub fn accepted_uids(name: Option<&str>) -> Vec<u32> {
+    #[cfg_attr(not(unix), allow(unused_mut))]
     let mut uids = vec![0];
     #[cfg(unix)]
     if let Ok(Some(u)) = nix::unistd::User::from_name(name.unwrap_or("himds")) {
