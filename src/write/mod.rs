@@ -35,6 +35,7 @@ use std::sync::Mutex;
 
 use crate::secret::SecretBytes;
 
+mod outcome;
 #[cfg(unix)]
 mod unix;
 use sys::{Dir, Existing, Meta, Temp};
@@ -57,38 +58,8 @@ pub struct Target {
     pub follow_symlinks: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
-    Created,
-    Updated,
-    /// Same bytes; mode or owner fixed in place.
-    Metadata,
-    Unchanged,
-}
-
-impl Change {
-    pub fn is_change(self) -> bool {
-        self != Change::Unchanged
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {action}: {source}", path.display())]
-pub struct WriteError {
-    pub path: PathBuf,
-    pub action: &'static str,
-    #[source]
-    pub source: std::io::Error,
-}
-
-fn werr(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> WriteError {
-    let path = path.to_path_buf();
-    move |source| WriteError {
-        path,
-        action,
-        source,
-    }
-}
+use outcome::werr;
+pub use outcome::{Change, WriteError};
 
 /// Destination → (device, inode) of the file this process last wrote
 /// there: the only files whose owner is kept when none is configured.

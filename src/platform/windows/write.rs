@@ -90,38 +90,10 @@ impl Target {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
-    Created,
-    Updated,
-    /// Same bytes; the DACL fixed in place.
-    Metadata,
-    Unchanged,
-}
-
-impl Change {
-    pub fn is_change(self) -> bool {
-        self != Change::Unchanged
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {action}: {source}", path.display())]
-pub struct WriteError {
-    pub path: PathBuf,
-    pub action: &'static str,
-    #[source]
-    pub source: std::io::Error,
-}
-
-fn werr(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> WriteError {
-    let path = path.to_path_buf();
-    move |source| WriteError {
-        path,
-        action,
-        source,
-    }
-}
+#[path = "../../write/outcome.rs"]
+mod outcome;
+use outcome::werr;
+pub use outcome::{Change, WriteError};
 
 /// Open an existing object without following a reparse point, with the
 /// rights to read and change its DACL (and its bytes when `data`).
